@@ -1,0 +1,95 @@
+# qemu-xen-block: entry points.
+#
+#   make demo      build our qemu-system-i386 and show the device it carries
+#   make check     run every test layer (the CI command)
+#   make qemu      build qemu-system-i386 (build/qemu-release)
+#   make qemu-asan build it with AddressSanitizer and UBSan (build/qemu-asan)
+#   make unit      protocol-layer unit tests (no QEMU build needed)
+#   make coverage  unit tests with gcov; report in build/coverage/
+#   make fuzz      run the libFuzzer targets for FUZZ_SECONDS each
+#   make install   install qemu-system-i386 and its data under PREFIX
+
+BUILD       ?= $(CURDIR)/build
+export XBLK_BUILD := $(BUILD)
+QEMU_SRC    := $(BUILD)/qemu-src
+PREFIX      ?= /usr/local/lib/qemu-xen-block
+FUZZ_SECONDS ?= 30
+
+GLIB_CFLAGS := $(shell pkg-config --cflags glib-2.0 2>/dev/null)
+GLIB_LIBS   := $(shell pkg-config --libs glib-2.0 2>/dev/null)
+# The protocol layer builds against a stand-in qemu/osdep.h and the Xen
+# interface headers of the fetched (not built) QEMU tree.
+PROTO_CFLAGS = -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
+               -Wno-missing-field-initializers -Werror \
+               -I$(CURDIR)/tests/unit/stub -I$(CURDIR) -I$(QEMU_SRC)/include \
+               $(GLIB_CFLAGS)
+PROTO_SRCS  := hw/block/xen_blkif.c hw/block/xen_vbd.c
+UNIT_TESTS  := test-xen-blkif test-xen-vbd
+FUZZERS     := fuzz-blkif-request fuzz-xenstore-values
+
+.PHONY: all demo check deps source qemu qemu-asan unit coverage fuzz \
+        install clean
+
+all: qemu
+
+deps:
+	scripts/install-deps.sh
+
+source: deps
+	scripts/fetch-qemu.sh $(QEMU_SRC)
+
+qemu: deps
+	scripts/build-qemu.sh release
+
+qemu-asan: deps
+	scripts/build-qemu.sh asan
+
+demo: qemu
+	scripts/demo.sh
+
+# ---- unit tests: GLib g_test, TAP output ----
+
+$(BUILD)/unit/%: tests/unit/%.c $(PROTO_SRCS) hw/block/*.h | source
+	@mkdir -p $(dir $@)
+	$(CC) $(PROTO_CFLAGS) -o $@ $< $(PROTO_SRCS) $(GLIB_LIBS)
+
+unit: $(addprefix $(BUILD)/unit/,$(UNIT_TESTS))
+	@for t in $^; do $$t --tap || exit 1; done
+
+# ---- coverage of the protocol layer ----
+
+coverage: source
+	@rm -rf $(BUILD)/coverage && mkdir -p $(BUILD)/coverage
+	@for t in $(UNIT_TESTS); do \
+	    (cd $(BUILD)/coverage && \
+	     $(CC) $(PROTO_CFLAGS) -O0 --coverage -o $$t \
+	         $(CURDIR)/tests/unit/$$t.c $(addprefix $(CURDIR)/,$(PROTO_SRCS)) \
+	         $(GLIB_LIBS) && ./$$t > $$t.log) || exit 1; \
+	done
+	scripts/check-coverage.sh $(BUILD)/coverage
+
+# ---- fuzzing: clang's libFuzzer with ASan and UBSan ----
+
+FUZZ_CFLAGS = $(PROTO_CFLAGS) -O1 -fsanitize=fuzzer,address,undefined \
+              -fno-sanitize-recover=all
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(PROTO_SRCS) hw/block/*.h | source
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(PROTO_SRCS) $(GLIB_LIBS)
+
+fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZERS))
+	@for f in $(FUZZERS); do \
+	    scripts/run-fuzzer.sh $(BUILD)/fuzz/$$f tests/fuzz/corpus/$$f \
+	        $(FUZZ_SECONDS) || exit 1; \
+	done
+
+# ---- the whole suite ----
+
+check: deps
+	tests/run.sh
+
+install: qemu
+	scripts/install.sh $(BUILD)/qemu-release $(DESTDIR)$(PREFIX)
+
+clean:
+	rm -rf $(BUILD)/unit $(BUILD)/fuzz $(BUILD)/coverage

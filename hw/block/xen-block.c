@@ -1,0 +1,562 @@
+/*
+ * Xen paravirtual block devices (qemu-xen-block)
+ *
+ * The QOM devices xen-block (abstract), xen-disk and xen-cdrom: properties,
+ * the backend's xenstore nodes, negotiation with the frontend and its state
+ * machine, online resize.  Serving the rings is the dataplane's business
+ * (hw/block/dataplane/xen-block.c); the qdisk backend that creates these
+ * devices from xenstore lives in hw/block/xen-block-backend.c.
+ *
+ * Locking: everything here runs in the main loop with the BQL held.
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or later.
+ * See the COPYING file in the top-level directory.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qapi/visitor.h"
+#include "qemu/cutils.h"
+#include "qemu/log.h"
+#include "hw/qdev-properties.h"
+#include "hw/qdev-properties-system.h"
+#include "hw/xen/xen-block.h"
+#include "hw/xen/xen_backend_ops.h"
+#include "hw/block/xen_blkif.h"
+#include "system/block-backend.h"
+#include "system/blockdev.h"
+#include "system/iothread.h"
+#include "dataplane/xen-block.h"
+#include "trace.h"
+
+/* ---- The vdev property ---- */
+
+static void xen_block_get_vdev(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
+{
+    const Property *prop = opaque;
+    XenVbd *vdev = object_field_prop_ptr(obj, prop);
+    g_autofree char *str = xen_vbd_name(vdev);
+
+    visit_type_str(v, name, &str, errp);
+}
+
+static void xen_block_set_vdev(Object *obj, Visitor *v, const char *name,
+                               void *opaque, Error **errp)
+{
+    const Property *prop = opaque;
+    XenVbd *vdev = object_field_prop_ptr(obj, prop);
+    g_autofree char *str = NULL;
+
+    if (!visit_type_str(v, name, &str, errp)) {
+        return;
+    }
+    if (!xen_vbd_parse(str, vdev)) {
+        error_setg(errp, "invalid virtual disk specifier '%s'", str);
+        error_append_hint(errp, "Use a Xen name (xvda, xvdb2, xvdaa, hda, "
+                          "sdc, d0p1) or a device number (51712).\n");
+    }
+}
+
+static const PropertyInfo xen_block_prop_vdev = {
+    .type = "str",
+    .description = "Xen virtual device: xvdX[N], hdX[N], sdX[N], dNpM or "
+                   "a device number (qemu-xen-block)",
+    .get = xen_block_get_vdev,
+    .set = xen_block_set_vdev,
+};
+
+/* ---- Device name and automatic vdev ---- */
+
+static bool xen_block_vdev_in_use(XenBlockDevice *blockdev, uint32_t number)
+{
+    BusState *bus = qdev_get_parent_bus(DEVICE(blockdev));
+    BusChild *kid;
+
+    QTAILQ_FOREACH(kid, &bus->children, sibling) {
+        Object *other = OBJECT(kid->child);
+
+        if (other != OBJECT(blockdev) &&
+            object_dynamic_cast(other, TYPE_XEN_BLOCK_DEVICE) &&
+            XEN_BLOCK_DEVICE(other)->vdev.number == number) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* For -drive if=xen without a vdev: the first xvd disk nobody uses. */
+static bool xen_block_pick_vdev(XenBlockDevice *blockdev, Error **errp)
+{
+    for (unsigned int disk = 0; disk <= XEN_VBD_MAX_DISK; disk++) {
+        XenVbd vbd = { .scheme = XEN_VBD_SCHEME_XVD, .disk = disk };
+
+        if (xen_vbd_encode(&vbd) &&
+            !xen_block_vdev_in_use(blockdev, vbd.number)) {
+            blockdev->vdev = vbd;
+            return true;
+        }
+    }
+    error_setg(errp, "no free virtual disk number");
+    return false;
+}
+
+static char *xen_block_get_name(XenDevice *xendev, Error **errp)
+{
+    XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
+
+    if (blockdev->vdev.scheme == XEN_VBD_SCHEME_NONE &&
+        !xen_block_pick_vdev(blockdev, errp)) {
+        return NULL;
+    }
+    if (xen_block_vdev_in_use(blockdev, blockdev->vdev.number)) {
+        error_setg(errp, "virtual disk %u is already in use",
+                   blockdev->vdev.number);
+        return NULL;
+    }
+    return g_strdup_printf("%u", blockdev->vdev.number);
+}
+
+/* ---- What the backend offers ---- */
+
+static uint64_t xen_block_disk_sectors(XenBlockDevice *blockdev)
+{
+    int64_t len = blk_getlength(blockdev->conf.blk);
+
+    /* The protocol counts 512-byte sectors whatever the block size. */
+    return len > 0 ? len >> XEN_BLKIF_SECTOR_SHIFT : 0;
+}
+
+static bool xen_block_discard_enabled(XenBlockDevice *blockdev)
+{
+    return !(blockdev->info & VDISK_READONLY) &&
+           (blk_get_flags(blockdev->conf.blk) & BDRV_O_UNMAP);
+}
+
+static XenBlkifLimits xen_block_limits(XenBlockDevice *blockdev)
+{
+    return (XenBlkifLimits) {
+        .disk_sectors = xen_block_disk_sectors(blockdev),
+        .logical_block_size = blockdev->conf.logical_block_size,
+        .read_only = blockdev->info & VDISK_READONLY,
+        .flush = true,
+        .discard = xen_block_discard_enabled(blockdev),
+    };
+}
+
+static void xen_block_write_size(XenBlockDevice *blockdev)
+{
+    XenDevice *xendev = XEN_DEVICE(blockdev);
+    uint64_t sectors = xen_block_disk_sectors(blockdev);
+
+    trace_xen_block_dev_size(xendev->name, sectors);
+    xen_device_backend_printf(xendev, "sectors", "%" PRIu64, sectors);
+}
+
+static void xen_block_write_features(XenBlockDevice *blockdev)
+{
+    XenDevice *xendev = XEN_DEVICE(blockdev);
+    BlockConf *conf = &blockdev->conf;
+
+    xen_device_backend_printf(xendev, "info", "%u", blockdev->info);
+    xen_device_backend_printf(xendev, "mode", "%s",
+                              blockdev->info & VDISK_READONLY ? "r" : "w");
+    xen_device_backend_printf(xendev, "sector-size", "%u",
+                              conf->logical_block_size);
+    xen_device_backend_printf(xendev, "physical-sector-size", "%u",
+                              conf->physical_block_size);
+    xen_block_write_size(blockdev);
+    xen_device_backend_printf(xendev, "feature-flush-cache", "%u", 1);
+    if (xen_block_discard_enabled(blockdev)) {
+        xen_device_backend_printf(xendev, "feature-discard", "%u", 1);
+        xen_device_backend_printf(xendev, "discard-granularity", "%u",
+                                  conf->discard_granularity);
+        xen_device_backend_printf(xendev, "discard-alignment", "%u", 0);
+    }
+    if (qemu_xen_gnttab_can_map_multi()) {
+        xen_device_backend_printf(xendev, "max-ring-page-order", "%u",
+                                  blockdev->max_ring_page_order);
+    }
+    xen_device_frontend_printf(xendev, "virtual-device", "%u",
+                               blockdev->vdev.number);
+    xen_device_frontend_printf(xendev, "device-type", "%s",
+                               blockdev->device_type);
+}
+
+/* Re-write the backend state so that the frontend's watch fires. */
+static void xen_block_kick_frontend(XenBlockDevice *blockdev)
+{
+    XenDevice *xendev = XEN_DEVICE(blockdev);
+
+    xen_device_backend_printf(xendev, "state", "%u",
+                              xen_device_backend_get_state(xendev));
+}
+
+/* ---- Negotiation ---- */
+
+/* Read an unsigned frontend node; absent gives false with *present unset. */
+static bool xen_block_read_uint(XenDevice *xendev, const char *key,
+                                uint32_t max, uint32_t *value, bool *present)
+{
+    g_autofree char *str = xen_device_frontend_read(xendev, key);
+
+    if (present) {
+        *present = str != NULL;
+    }
+    return str && xen_vbd_parse_uint(str, max, value);
+}
+
+/*
+ * Read one queue's ring references and event channel from the frontend's
+ * directory @prefix ("" or "queue-N/").  On a guest mistake, sets @errp
+ * with what was wrong.
+ */
+static bool xen_block_read_queue(XenBlockDevice *blockdev, const char *prefix,
+                                 unsigned int order, XenBlockQueueConfig *q,
+                                 Error **errp)
+{
+    XenDevice *xendev = XEN_DEVICE(blockdev);
+    g_autofree char *key = NULL;
+
+    q->nr_ring_ref = 1u << order;
+    for (unsigned int i = 0; i < q->nr_ring_ref; i++) {
+        g_free(key);
+        key = order ? g_strdup_printf("%sring-ref%u", prefix, i)
+                    : g_strdup_printf("%sring-ref", prefix);
+        if (!xen_block_read_uint(xendev, key, UINT32_MAX, &q->ring_ref[i],
+                                 NULL)) {
+            error_setg(errp, "missing or invalid %s", key);
+            return false;
+        }
+    }
+    g_free(key);
+    key = g_strdup_printf("%sevent-channel", prefix);
+    if (!xen_block_read_uint(xendev, key, UINT32_MAX, &q->event_channel,
+                             NULL)) {
+        error_setg(errp, "missing or invalid %s", key);
+        return false;
+    }
+    return true;
+}
+
+static bool xen_block_read_ring_order(XenBlockDevice *blockdev,
+                                      unsigned int *order, Error **errp)
+{
+    XenDevice *xendev = XEN_DEVICE(blockdev);
+    uint32_t value;
+    bool present;
+
+    if (!xen_block_read_uint(xendev, "ring-page-order", UINT32_MAX, &value,
+                             &present)) {
+        if (present) {
+            error_setg(errp, "invalid ring-page-order");
+            return false;
+        }
+        *order = 0;
+        return true;
+    }
+    if (value > blockdev->max_ring_page_order ||
+        (value > 0 && !qemu_xen_gnttab_can_map_multi())) {
+        error_setg(errp, "ring-page-order %u exceeds the %u offered", value,
+                   qemu_xen_gnttab_can_map_multi() ?
+                   blockdev->max_ring_page_order : 0);
+        return false;
+    }
+    *order = value;
+    return true;
+}
+
+static bool xen_block_read_protocol(XenBlockDevice *blockdev,
+                                    XenBlkifAbi *abi, Error **errp)
+{
+    g_autofree char *name =
+        xen_device_frontend_read(XEN_DEVICE(blockdev), "protocol");
+
+    if (!xen_blkif_abi_from_name(name, abi)) {
+        error_setg(errp, "unknown protocol '%s'", name);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Connect to the frontend.  Every value it wrote is checked before any
+ * resource is taken; a bad one refuses the connection.
+ */
+static bool xen_block_connect(XenBlockDevice *blockdev, Error **errp)
+{
+    XenDevice *xendev = XEN_DEVICE(blockdev);
+    XenBlockQueueConfig queue = { 0 };
+    XenBlkifLimits limits = xen_block_limits(blockdev);
+    unsigned int order;
+    XenBlkifAbi abi;
+
+    if (!xen_block_read_ring_order(blockdev, &order, errp) ||
+        !xen_block_read_protocol(blockdev, &abi, errp) ||
+        !xen_block_read_queue(blockdev, "", order, &queue, errp)) {
+        return false;
+    }
+    trace_xen_block_dev_connect(xendev->name, xen_blkif_abi_name(abi),
+                                1u << order, queue.event_channel);
+    return xen_block_dataplane_start(blockdev->dataplane, &limits, abi,
+                                     &queue, 1, errp);
+}
+
+static void xen_block_disconnect(XenBlockDevice *blockdev)
+{
+    trace_xen_block_dev_disconnect(XEN_DEVICE(blockdev)->name);
+    if (blockdev->dataplane) {
+        xen_block_dataplane_stop(blockdev->dataplane);
+    }
+}
+
+static void xen_block_frontend_changed(XenDevice *xendev,
+                                       enum xenbus_state frontend_state,
+                                       Error **errp)
+{
+    XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
+    enum xenbus_state backend_state = xen_device_backend_get_state(xendev);
+    Error *local_err = NULL;
+
+    trace_xen_block_dev_frontend_changed(xendev->name, frontend_state,
+                                         backend_state);
+    switch (frontend_state) {
+    case XenbusStateInitialised:
+    case XenbusStateConnected:
+        if (backend_state == XenbusStateConnected ||
+            backend_state == XenbusStateClosing) {
+            break;
+        }
+        xen_block_disconnect(blockdev);
+        if (!xen_block_connect(blockdev, &local_err)) {
+            /*
+             * The frontend's mistake: log it (rate-limited, not through
+             * error_report, which a guest could flood) and stay in
+             * InitWait until it tries again.
+             */
+            xen_block_guest_error(&blockdev->log_limiter,
+                                  xendev->name, "connection refused: %s",
+                                  error_get_pretty(local_err));
+            error_free(local_err);
+            xen_block_disconnect(blockdev);
+            break;
+        }
+        xen_device_backend_set_state(xendev, XenbusStateConnected);
+        break;
+
+    case XenbusStateClosing:
+        /* Quiesce now: the frontend may free its ring at any time. */
+        xen_block_disconnect(blockdev);
+        xen_device_backend_set_state(xendev, XenbusStateClosing);
+        break;
+
+    case XenbusStateClosed:
+    case XenbusStateUnknown:
+        xen_block_disconnect(blockdev);
+        xen_device_backend_set_state(xendev, XenbusStateClosed);
+        break;
+
+    default:
+        break;
+    }
+}
+
+/* ---- Block layer callbacks ---- */
+
+static void xen_block_resize_cb(void *opaque)
+{
+    XenBlockDevice *blockdev = opaque;
+
+    xen_block_write_size(blockdev);
+    if (blockdev->dataplane) {
+        xen_block_dataplane_resize(blockdev->dataplane,
+                                   xen_block_disk_sectors(blockdev));
+    }
+    /* Linux's blkfront re-reads "sectors" when the backend state is set. */
+    xen_block_kick_frontend(blockdev);
+}
+
+static const BlockDevOps xen_block_dev_ops = {
+    .resize_cb = xen_block_resize_cb,
+};
+
+/* ---- Realize and unrealize ---- */
+
+static bool xen_block_check_properties(XenBlockDevice *blockdev, Error **errp)
+{
+    if (blockdev->max_ring_page_order > XEN_BLKIF_MAX_RING_PAGE_ORDER) {
+        error_setg(errp, "max-ring-page-order %u exceeds the maximum %u",
+                   blockdev->max_ring_page_order,
+                   XEN_BLKIF_MAX_RING_PAGE_ORDER);
+        return false;
+    }
+    return true;
+}
+
+static void xen_block_realize(XenDevice *xendev, Error **errp)
+{
+    XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
+    XenBlockDeviceClass *bdc = XEN_BLOCK_DEVICE_GET_CLASS(blockdev);
+    BlockConf *conf = &blockdev->conf;
+
+    trace_xen_block_dev_realize(object_get_typename(OBJECT(blockdev)),
+                                xendev->name);
+
+    /* Check every input before anything is created. */
+    if (!xen_block_check_properties(blockdev, errp) ||
+        !bdc->setup(blockdev, errp)) {
+        return;
+    }
+    if (!blkconf_apply_backend_options(conf, blockdev->info & VDISK_READONLY,
+                                       true, errp) ||
+        !blkconf_blocksizes(conf, errp)) {
+        return;
+    }
+    if (conf->discard_granularity == (uint32_t)-1) {
+        conf->discard_granularity = conf->physical_block_size;
+    }
+
+    blockdev->dataplane = xen_block_dataplane_create(xendev, conf->blk,
+                                                     blockdev->iothread);
+    blk_set_dev_ops(conf->blk, &xen_block_dev_ops, blockdev);
+    xen_block_write_features(blockdev);
+    /*
+     * xen-bus announced InitWait before we wrote our features: announce it
+     * again so that a frontend reads them only now.
+     */
+    xen_block_kick_frontend(blockdev);
+}
+
+static void xen_block_unrealize(XenDevice *xendev)
+{
+    XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
+
+    trace_xen_block_dev_unrealize(xendev->name);
+    if (!blockdev->dataplane) {
+        return;     /* realize failed early */
+    }
+    xen_block_disconnect(blockdev);
+    blk_set_dev_ops(blockdev->conf.blk, NULL, NULL);
+    xen_block_dataplane_destroy(blockdev->dataplane);
+    blockdev->dataplane = NULL;
+}
+
+static const Property xen_block_props[] = {
+    DEFINE_PROP("vdev", XenBlockDevice, vdev, xen_block_prop_vdev, XenVbd),
+    DEFINE_BLOCK_PROPERTIES(XenBlockDevice, conf),
+    DEFINE_BLOCK_ERROR_PROPERTIES(XenBlockDevice, conf),
+    DEFINE_PROP_UINT32("max-ring-page-order", XenBlockDevice,
+                       max_ring_page_order, XEN_BLKIF_MAX_RING_PAGE_ORDER),
+    DEFINE_PROP_LINK("iothread", XenBlockDevice, iothread, TYPE_IOTHREAD,
+                     IOThread *),
+};
+
+static void xen_block_class_init(ObjectClass *class, void *data)
+{
+    DeviceClass *dev_class = DEVICE_CLASS(class);
+    XenDeviceClass *xendev_class = XEN_DEVICE_CLASS(class);
+
+    xendev_class->backend = "qdisk";
+    xendev_class->device = "vbd";
+    xendev_class->get_name = xen_block_get_name;
+    xendev_class->realize = xen_block_realize;
+    xendev_class->frontend_changed = xen_block_frontend_changed;
+    xendev_class->unrealize = xen_block_unrealize;
+
+    device_class_set_props(dev_class, xen_block_props);
+}
+
+static const TypeInfo xen_block_type_info = {
+    .name = TYPE_XEN_BLOCK_DEVICE,
+    .parent = TYPE_XEN_DEVICE,
+    .instance_size = sizeof(XenBlockDevice),
+    .abstract = true,
+    .class_size = sizeof(XenBlockDeviceClass),
+    .class_init = xen_block_class_init,
+};
+
+/* ---- xen-disk ---- */
+
+static bool xen_disk_setup(XenBlockDevice *blockdev, Error **errp)
+{
+    BlockConf *conf = &blockdev->conf;
+
+    if (!conf->blk) {
+        error_setg(errp, "drive property not set");
+        return false;
+    }
+    if (!blk_is_inserted(conf->blk)) {
+        error_setg(errp, "device needs media, but drive is empty");
+        return false;
+    }
+    blockdev->device_type = "disk";
+    blockdev->info = blk_supports_write_perm(conf->blk) ? 0 : VDISK_READONLY;
+    return true;
+}
+
+static void xen_disk_class_init(ObjectClass *class, void *data)
+{
+    DeviceClass *dev_class = DEVICE_CLASS(class);
+    XenBlockDeviceClass *bdc = XEN_BLOCK_DEVICE_CLASS(class);
+
+    dev_class->desc = "Xen PV disk (qemu-xen-block)";
+    bdc->setup = xen_disk_setup;
+}
+
+static const TypeInfo xen_disk_type_info = {
+    .name = TYPE_XEN_DISK_DEVICE,
+    .parent = TYPE_XEN_BLOCK_DEVICE,
+    .instance_size = sizeof(XenBlockDevice),
+    .class_init = xen_disk_class_init,
+};
+
+/* ---- xen-cdrom ---- */
+
+static bool xen_cdrom_setup(XenBlockDevice *blockdev, Error **errp)
+{
+    BlockConf *conf = &blockdev->conf;
+
+    /*
+     * A CD-ROM may be created empty; blkif has no media change, so the
+     * frontend then sees a disk of size zero.
+     */
+    if (!conf->blk) {
+        conf->blk = blk_new(qemu_get_aio_context(), 0, BLK_PERM_ALL);
+        if (blk_attach_dev(conf->blk, DEVICE(blockdev)) < 0) {
+            blk_unref(conf->blk);
+            conf->blk = NULL;
+            error_setg(errp, "cannot attach an empty drive");
+            return false;
+        }
+        /* The device now holds the only reference. */
+        blk_unref(conf->blk);
+    }
+    blockdev->device_type = "cdrom";
+    blockdev->info = VDISK_CDROM | VDISK_REMOVABLE | VDISK_READONLY;
+    return true;
+}
+
+static void xen_cdrom_class_init(ObjectClass *class, void *data)
+{
+    DeviceClass *dev_class = DEVICE_CLASS(class);
+    XenBlockDeviceClass *bdc = XEN_BLOCK_DEVICE_CLASS(class);
+
+    dev_class->desc = "Xen PV CD-ROM (qemu-xen-block)";
+    bdc->setup = xen_cdrom_setup;
+}
+
+static const TypeInfo xen_cdrom_type_info = {
+    .name = TYPE_XEN_CDROM_DEVICE,
+    .parent = TYPE_XEN_BLOCK_DEVICE,
+    .instance_size = sizeof(XenBlockDevice),
+    .class_init = xen_cdrom_class_init,
+};
+
+static void xen_block_register_types(void)
+{
+    type_register_static(&xen_block_type_info);
+    type_register_static(&xen_disk_type_info);
+    type_register_static(&xen_cdrom_type_info);
+}
+
+type_init(xen_block_register_types)
