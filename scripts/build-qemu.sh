@@ -43,8 +43,7 @@ configure_args=(
 case "$flavour" in
     release) ;;
     asan)
-        configure_args+=(--enable-asan --enable-ubsan --enable-debug-info
-                         --disable-fortify-source)
+        configure_args+=(--enable-asan --enable-ubsan --enable-debug-info)
         ;;
     *) echo "build-qemu: unknown flavour '$flavour'" >&2; exit 1 ;;
 esac

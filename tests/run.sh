@@ -1,0 +1,141 @@
+#!/bin/bash
+# The test suite: every layer, one summary.
+#
+#   tests/run.sh [LAYER...]      layers: unit coverage fuzz build asan
+#                                (default: all of them, in that order)
+#
+# Each test's output goes to build/test-logs/<test>.log.  Tests listed in
+# tests/expected-failures that fail are counted as skipped with their
+# reason.  The last line is "N passed, N failed, N skipped".
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+export XBLK_BUILD=${XBLK_BUILD:-$top/build}
+logs=$XBLK_BUILD/test-logs
+mkdir -p "$logs"
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+
+passed=0 failed=0 skipped=0
+failures=()
+
+expected_reason() {
+    awk -v id="$1" -F'|' '
+        /^[[:space:]]*#/ || NF < 2 { next }
+        { key = $1; gsub(/[[:space:]]+/, "", key) }
+        key == id { r = $2; gsub(/^[[:space:]]+|[[:space:]]+$/, "", r); print r; exit }
+    ' tests/expected-failures
+}
+
+# record ID STATUS(pass|fail|skip) [REASON]
+record() {
+    local id=$1 status=$2 reason=${3:-} why
+    why=$(expected_reason "$id")
+    if [ "$status" = fail ] && [ -n "$why" ]; then
+        status=skip reason="expected failure: $why"
+    elif [ "$status" = pass ] && [ -n "$why" ]; then
+        echo "XPASS $id (listed in tests/expected-failures: remove it)"
+    fi
+    case $status in
+        pass) passed=$((passed + 1)); echo "PASS  $id" ;;
+        fail) failed=$((failed + 1)); failures+=("$id"); echo "FAIL  $id (log: $logs/$id.log)" ;;
+        skip) skipped=$((skipped + 1)); echo "SKIP  $id: $reason" ;;
+    esac
+}
+
+# run_test ID CMD... : one test, pass if CMD exits 0
+run_test() {
+    local id=$1; shift
+    if "$@" > "$logs/$id.log" 2>&1; then
+        record "$id" pass
+    else
+        tail -15 "$logs/$id.log" | sed 's/^/      | /'
+        record "$id" fail
+    fi
+}
+
+# run_tap PREFIX CMD... : CMD prints TAP; each "ok"/"not ok" line is a test
+run_tap() {
+    local prefix=$1; shift
+    local log=$logs/$prefix.log line id n=0
+    "$@" > "$log" 2>&1
+    local rc=$?
+    while IFS= read -r line; do
+        case $line in
+            "ok "*"# SKIP"*)
+                id=$prefix:$(echo "$line" | sed -E 's/^ok [0-9]+ ([^ ]*).*/\1/')
+                record "$id" skip "${line##*# SKIP}"; n=$((n + 1)) ;;
+            "ok "*)
+                id=$prefix:$(echo "$line" | sed -E 's/^ok [0-9]+ ([^ ]*).*/\1/')
+                record "$id" pass; n=$((n + 1)) ;;
+            "not ok "*)
+                id=$prefix:$(echo "$line" | sed -E 's/^not ok [0-9]+ ([^ ]*).*/\1/')
+                record "$id" fail; n=$((n + 1)) ;;
+        esac
+    done < "$log"
+    # a crash or abort mid-run is a failure even if every line said ok
+    if [ $rc -ne 0 ] || [ $n -eq 0 ]; then
+        grep -E 'ERROR|Bail out' "$log" | head -5 | sed 's/^/      | /'
+        record "$prefix:exit-status" fail
+    fi
+}
+
+layer_unit() {
+    make -s $(printf "$XBLK_BUILD/unit/%s " test-xen-blkif test-xen-vbd) \
+        > "$logs/unit-build.log" 2>&1 || { record unit-build fail; return; }
+    run_tap unit-blkif "$XBLK_BUILD/unit/test-xen-blkif" --tap
+    run_tap unit-vbd "$XBLK_BUILD/unit/test-xen-vbd" --tap
+}
+
+layer_coverage() {
+    run_test coverage-protocol-layer make -s coverage
+}
+
+layer_fuzz() {
+    for f in fuzz-blkif-request fuzz-xenstore-values; do
+        run_test "$f" make -s fuzz FUZZERS="$f" FUZZ_SECONDS="$FUZZ_SECONDS"
+    done
+}
+
+# Our device is in the binary: its help shows what only ours has.
+check_device_help() {
+    local qemu=$1 out
+    out=$("$qemu" -device xen-disk,help) || return 1
+    echo "$out"
+    grep -q 'qemu-xen-block' <<< "$out" &&
+    grep -q '^  vdev=' <<< "$out" && grep -q '^  werror=' <<< "$out" &&
+    grep -q '^  max-ring-page-order=' <<< "$out" &&
+    "$qemu" -device help | grep -q 'name "xen-cdrom", bus xen-bus, desc "Xen PV CD-ROM (qemu-xen-block)"'
+}
+
+layer_build() {
+    run_test build-qemu scripts/build-qemu.sh release
+    run_test device-in-binary check_device_help \
+        "$XBLK_BUILD/qemu-release/qemu-system-i386"
+    run_test install-tree bash -c "rm -rf '$XBLK_BUILD/install-test' &&
+        make -s install PREFIX='$XBLK_BUILD/install-test' &&
+        '$XBLK_BUILD/install-test/bin/qemu-system-i386' -device xen-disk,help |
+            grep -q qemu-xen-block &&
+        test -f '$XBLK_BUILD/install-test/share/qemu/keymaps/en-us'"
+}
+
+layer_asan() {
+    run_test build-qemu-asan scripts/build-qemu.sh asan
+    run_test device-in-asan-binary check_device_help \
+        "$XBLK_BUILD/qemu-asan/qemu-system-i386"
+}
+
+layers=("$@")
+[ ${#layers[@]} -gt 0 ] || layers=(unit coverage fuzz build asan)
+for layer in "${layers[@]}"; do
+    echo "== $layer"
+    start=$SECONDS
+    "layer_$layer"
+    echo "   ($layer: $((SECONDS - start)) s)"
+done
+
+if [ $failed -gt 0 ]; then
+    echo "failed: ${failures[*]}"
+fi
+echo "$passed passed, $failed failed, $skipped skipped"
+[ $failed -eq 0 ]
