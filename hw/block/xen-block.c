@@ -376,9 +376,39 @@ static void xen_block_resize_cb(void *opaque)
     xen_block_kick_frontend(blockdev);
 }
 
+static void xen_block_drained_begin(void *opaque)
+{
+    XenBlockDevice *blockdev = opaque;
+
+    xen_block_dataplane_drained_begin(blockdev->dataplane);
+}
+
+static void xen_block_drained_end(void *opaque)
+{
+    XenBlockDevice *blockdev = opaque;
+
+    xen_block_dataplane_drained_end(blockdev->dataplane);
+}
+
 static const BlockDevOps xen_block_dev_ops = {
     .resize_cb = xen_block_resize_cb,
+    .drained_begin = xen_block_drained_begin,
+    .drained_end = xen_block_drained_end,
 };
+
+/*
+ * The dataplane found a ring corrupt and stopped consuming it.  Go to
+ * Closing: the frontend has to reconnect (with a fresh ring) to be served.
+ */
+static void xen_block_ring_error(void *opaque)
+{
+    XenBlockDevice *blockdev = opaque;
+    XenDevice *xendev = XEN_DEVICE(blockdev);
+
+    if (xen_device_backend_get_state(xendev) == XenbusStateConnected) {
+        xen_device_backend_set_state(xendev, XenbusStateClosing);
+    }
+}
 
 /* ---- Realize and unrealize ---- */
 
@@ -418,6 +448,8 @@ static void xen_block_realize(XenDevice *xendev, Error **errp)
 
     blockdev->dataplane = xen_block_dataplane_create(xendev, conf->blk,
                                                      blockdev->iothread);
+    xen_block_dataplane_set_ring_error_cb(blockdev->dataplane,
+                                          xen_block_ring_error, blockdev);
     blk_set_dev_ops(conf->blk, &xen_block_dev_ops, blockdev);
     xen_block_write_features(blockdev);
     /*

@@ -30,10 +30,30 @@ typedef struct XenBlockQueueConfig {
     unsigned int event_channel;
 } XenBlockQueueConfig;
 
+/* Per-queue counters, for QMP and for tests that count (never time). */
+typedef struct XenBlockQueueStats {
+    uint64_t requests;              /* consumed from the ring */
+    uint64_t segments;
+    uint64_t invalid;               /* refused by validation */
+    uint64_t grant_copies;          /* grant-copy batches */
+    uint64_t notifications;         /* sent to the frontend */
+    uint64_t notifications_suppressed;  /* not needed, not sent */
+    uint64_t ring_scans;            /* times the ring was looked at */
+} XenBlockQueueStats;
+
 XenBlockDataPlane *xen_block_dataplane_create(XenDevice *xendev,
                                               BlockBackend *blk,
                                               IOThread *iothread);
 void xen_block_dataplane_destroy(XenBlockDataPlane *dataplane);
+
+/*
+ * Called in the main loop when a queue's ring turned out to be corrupt
+ * (the queue has stopped consuming it).
+ */
+typedef void XenBlockRingErrorFunc(void *opaque);
+void xen_block_dataplane_set_ring_error_cb(XenBlockDataPlane *dataplane,
+                                           XenBlockRingErrorFunc *cb,
+                                           void *opaque);
 
 /*
  * Map the rings, bind the event channels and start serving.  @limits is
@@ -52,6 +72,15 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dataplane);
 /* The disk changed size (in 512-byte sectors). */
 void xen_block_dataplane_resize(XenBlockDataPlane *dataplane,
                                 uint64_t disk_sectors);
+
+/* The block layer drains: stop taking requests, then take them again. */
+void xen_block_dataplane_drained_begin(XenBlockDataPlane *dataplane);
+void xen_block_dataplane_drained_end(XenBlockDataPlane *dataplane);
+
+unsigned int xen_block_dataplane_nr_queues(XenBlockDataPlane *dataplane);
+bool xen_block_dataplane_get_stats(XenBlockDataPlane *dataplane,
+                                   unsigned int queue,
+                                   XenBlockQueueStats *stats);
 
 /*
  * Log a guest mistake with LOG_GUEST_ERROR: the first one, then at most
