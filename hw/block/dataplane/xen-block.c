@@ -66,6 +66,8 @@ struct XenBlockQueue {
     unsigned int nr_ring_ref;
     uint32_t ring_ref[1u << XEN_BLKIF_MAX_RING_PAGE_ORDER];
     XenBlkifBackRing ring;
+    QEMUBH *process_bh;             /* look at the ring again */
+    QEMUBH *retry_bh;               /* resubmit parked requests */
     bool ring_broken;               /* corruption seen: consume no more */
     bool push_pending;              /* responses written, not published */
     unsigned int max_segs;
@@ -87,9 +89,9 @@ struct XenBlockDataPlane {
     XenBlockQueue *queues;
     unsigned int nr_queues;
     bool started;
+    bool stopping;                  /* queues detached, draining */
     XenBlockLogLimiter log_limiter;
-    XenBlockRingErrorFunc *ring_error_cb;
-    void *ring_error_opaque;
+    QEMUBH *ring_error_bh;          /* tells the device model, main loop */
     VMChangeStateEntry *vmstate;
 };
 
@@ -426,9 +428,8 @@ static void xen_block_queue_ring_broken(XenBlockQueue *q)
                   "xen-block %s: queue %u: producer index more than a ring "
                   "ahead; ring stopped until the frontend reconnects\n",
                   xen_block_queue_name(q), q->index);
-    if (dp->ring_error_cb) {
-        aio_bh_schedule_oneshot(qemu_get_aio_context(), dp->ring_error_cb,
-                                dp->ring_error_opaque);
+    if (dp->ring_error_bh) {
+        qemu_bh_schedule(dp->ring_error_bh);
     }
 }
 
@@ -474,7 +475,7 @@ static bool xen_block_queue_process(XenBlockQueue *q)
              * Come back from a bottom half rather than asking the frontend
              * for a notification: it believes we are busy, and we are.
              */
-            aio_bh_schedule_oneshot(q->ctx, xen_block_queue_process_bh, q);
+            qemu_bh_schedule(q->process_bh);
             break;
         }
         if (!xen_blkif_ring_final_check(&q->ring)) {
@@ -524,9 +525,7 @@ static void xen_block_dataplane_vm_state(void *opaque, bool running,
         return;
     }
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
-        aio_bh_schedule_oneshot(dp->queues[i].ctx,
-                                xen_block_queue_retry_parked,
-                                &dp->queues[i]);
+        qemu_bh_schedule(dp->queues[i].retry_bh);
     }
 }
 
@@ -595,6 +594,8 @@ static bool xen_block_queue_start(XenBlockQueue *q,
     if (!xen_block_queue_alloc(q, errp)) {
         return false;
     }
+    q->process_bh = aio_bh_new(q->ctx, xen_block_queue_process_bh, q);
+    q->retry_bh = aio_bh_new(q->ctx, xen_block_queue_retry_parked, q);
     q->channel = xen_device_bind_event_channel(xendev, cfg->event_channel,
                                                xen_block_queue_event, q,
                                                errp);
@@ -606,19 +607,19 @@ static bool xen_block_queue_start(XenBlockQueue *q,
     return true;
 }
 
-/* In the queue's AioContext: stop reacting to its event channel. */
+/*
+ * In the queue's AioContext: stop reacting to its event channel and drop
+ * its bottom halves.  Running here, no handler or bottom half of the queue
+ * is half-way through; after this, none will start.
+ */
 static void xen_block_queue_detach_bh(void *opaque)
 {
     XenBlockQueue *q = opaque;
 
     xen_device_set_event_channel_context(q->dp->xendev, q->channel, NULL,
                                          &error_abort);
-}
-
-/* Requests may have arrived while we were not listening. */
-static void xen_block_queue_attach_bh(void *opaque)
-{
-    xen_block_queue_process(opaque);
+    g_clear_pointer(&q->process_bh, qemu_bh_delete);
+    g_clear_pointer(&q->retry_bh, qemu_bh_delete);
 }
 
 static void xen_block_queue_stop(XenBlockQueue *q)
@@ -636,6 +637,9 @@ static void xen_block_queue_stop(XenBlockQueue *q)
         q->inflight--;
     }
     g_assert(q->inflight == 0);
+    /* Bottom halves of a queue that failed to start were never used. */
+    g_clear_pointer(&q->process_bh, qemu_bh_delete);
+    g_clear_pointer(&q->retry_bh, qemu_bh_delete);
     if (q->sring) {
         xen_device_unmap_grant_refs(xendev, q->sring, q->ring_ref,
                                     q->nr_ring_ref, NULL);
@@ -672,8 +676,8 @@ void xen_block_dataplane_set_ring_error_cb(XenBlockDataPlane *dp,
                                            XenBlockRingErrorFunc *cb,
                                            void *opaque)
 {
-    dp->ring_error_cb = cb;
-    dp->ring_error_opaque = opaque;
+    g_assert(!dp->ring_error_bh);
+    dp->ring_error_bh = qemu_bh_new(cb, opaque);
 }
 
 void xen_block_dataplane_destroy(XenBlockDataPlane *dp)
@@ -682,6 +686,7 @@ void xen_block_dataplane_destroy(XenBlockDataPlane *dp)
         return;
     }
     xen_block_dataplane_stop(dp);
+    g_clear_pointer(&dp->ring_error_bh, qemu_bh_delete);
     qemu_del_vm_change_state_handler(dp->vmstate);
     if (dp->iothread) {
         object_unref(OBJECT(dp->iothread));
@@ -733,7 +738,8 @@ bool xen_block_dataplane_start(XenBlockDataPlane *dp,
 
         xen_device_set_event_channel_context(xendev, q->channel, q->ctx,
                                              &error_abort);
-        aio_bh_schedule_oneshot(q->ctx, xen_block_queue_attach_bh, q);
+        /* Requests may have been published before we listened. */
+        qemu_bh_schedule(q->process_bh);
     }
     trace_xen_block_dataplane_start(dp, xen_blkif_abi_name(abi), nr_queues);
     return true;
@@ -745,6 +751,8 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dp)
         return;
     }
     trace_xen_block_dataplane_stop(dp);
+    /* blk_drain() below calls our drained_begin/end: they must stay off. */
+    dp->stopping = true;
     /*
      * First make sure no queue handler runs any more (in its own thread),
      * then wait for every request in flight: their completions still write
@@ -767,6 +775,7 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dp)
         blk_set_aio_context(dp->blk, qemu_get_aio_context(), &error_abort);
     }
     dp->started = false;
+    dp->stopping = false;
 }
 
 void xen_block_dataplane_resize(XenBlockDataPlane *dp, uint64_t disk_sectors)
@@ -781,7 +790,7 @@ void xen_block_dataplane_resize(XenBlockDataPlane *dp, uint64_t disk_sectors)
 
 void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)
 {
-    if (!dp || !dp->started) {
+    if (!dp || !dp->started || dp->stopping) {
         return;
     }
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
@@ -794,7 +803,7 @@ void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)
 
 void xen_block_dataplane_drained_end(XenBlockDataPlane *dp)
 {
-    if (!dp || !dp->started) {
+    if (!dp || !dp->started || dp->stopping) {
         return;
     }
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
@@ -802,7 +811,7 @@ void xen_block_dataplane_drained_end(XenBlockDataPlane *dp)
 
         xen_device_set_event_channel_context(dp->xendev, q->channel, q->ctx,
                                              &error_abort);
-        aio_bh_schedule_oneshot(q->ctx, xen_block_queue_attach_bh, q);
+        qemu_bh_schedule(q->process_bh);
     }
 }
 
