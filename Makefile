@@ -27,8 +27,18 @@ PROTO_SRCS  := hw/block/xen_blkif.c hw/block/xen_vbd.c
 UNIT_TESTS  := test-xen-blkif test-xen-vbd
 FUZZERS     := fuzz-blkif-request fuzz-xenstore-values
 
+# xensim: Xen in user space (tests/xensim), and xenblk-front
+XS          := tests/xensim
+XSB         := $(BUILD)/xensim
+XS_CFLAGS    = -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter \
+               -Wno-sign-compare -Wno-missing-field-initializers $(GLIB_CFLAGS)
+FRONT_SRCS  := $(addprefix $(XS)/,xenblk-front.c blkfront.c blkif-abi.c \
+               xs-util.c toolstack.c loadgen.c verify.c hostile.c ideal.c)
+XENSIM_BINS := $(addprefix $(XSB)/,libxensim.so xensimd xenblk-front \
+               test-xenstored test-libxensim)
+
 .PHONY: all demo check deps source qemu qemu-asan unit coverage fuzz \
-        install clean
+        xensim install clean
 
 all: qemu
 
@@ -82,6 +92,37 @@ fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZERS))
 	    scripts/run-fuzzer.sh $(BUILD)/fuzz/$$f tests/fuzz/corpus/$$f \
 	        $(FUZZ_SECONDS) || exit 1; \
 	done
+
+# ---- xensim ----
+
+xensim: $(XENSIM_BINS)
+
+$(XSB)/libxensim.so: $(XS)/libxensim.c $(XS)/xensim.h
+	@mkdir -p $(dir $@)
+	$(CC) $(XS_CFLAGS) -fPIC -shared -fvisibility=hidden -o $@ $< -lpthread
+
+$(XSB)/xensimd: $(XS)/xensimd.c $(XS)/xenstored.c $(XS)/xensim.h \
+                $(XS)/xenstored.h
+	@mkdir -p $(dir $@)
+	$(CC) $(XS_CFLAGS) -o $@ $(XS)/xensimd.c $(XS)/xenstored.c \
+	    $(GLIB_LIBS) -lxenstore -lpthread
+
+$(XSB)/xenblk-front: $(FRONT_SRCS) $(wildcard $(XS)/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(XS_CFLAGS) -o $@ $(FRONT_SRCS) $(GLIB_LIBS) \
+	    -lxenstore -lxenevtchn -lxengnttab -lpthread
+
+$(XSB)/test-xenstored: $(XS)/test-xenstored.c $(XS)/xenstored.c \
+                       $(XS)/xenstored.h
+	@mkdir -p $(dir $@)
+	$(CC) $(XS_CFLAGS) -o $@ $(XS)/xenstored.c $(XS)/test-xenstored.c \
+	    $(GLIB_LIBS) -lxenstore -lpthread
+
+$(XSB)/test-libxensim: $(XS)/test-libxensim.c $(XS)/libxensim.c \
+                       $(XS)/xensim.h
+	@mkdir -p $(dir $@)
+	$(CC) $(XS_CFLAGS) -o $@ $(XS)/test-libxensim.c $(XS)/libxensim.c \
+	    $(GLIB_LIBS) -lpthread
 
 # ---- the whole suite ----
 

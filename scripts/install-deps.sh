@@ -45,7 +45,7 @@ packages=(
     clang llvm libclang-rt-14-dev gcovr lcov bzip2 xz-utils
     dpkg-dev jq socat
 )
-backports=(meson python3-pycotap qemu-system-xen)
+backports=(meson python3-pycotap qemu-system-xen qemu-utils)
 
 missing=()
 for p in "${packages[@]}" "${backports[@]}"; do

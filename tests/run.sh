@@ -54,27 +54,40 @@ run_test() {
     fi
 }
 
-# run_tap PREFIX CMD... : CMD prints TAP; each "ok"/"not ok" line is a test
+# The test id of a TAP line: its description up to any directive, blanks
+# folded into dashes, behind PREFIX: (unless it already starts with it).
+tap_id() {
+    local name
+    name=$(echo "$2" | sed -E 's/^(not )?ok [0-9]+ -? *//; s/ +#.*$//;
+                               s/: +/:/g; s/ +/-/g')
+    case $name in
+        "$1":*) echo "$name" ;;
+        *) echo "$1:$name" ;;
+    esac
+}
+
+# run_tap PREFIX CMD... : CMD prints TAP; each "ok"/"not ok" line is a test.
+# Test names that already carry a prefix ("conformance-ours:x") keep it.
 run_tap() {
     local prefix=$1; shift
-    local log=$logs/$prefix.log line id n=0
+    local log=$logs/$prefix.log line id n=0 notok=0
     "$@" > "$log" 2>&1
     local rc=$?
     while IFS= read -r line; do
         case $line in
             "ok "*"# SKIP"*)
-                id=$prefix:$(echo "$line" | sed -E 's/^ok [0-9]+ ([^ ]*).*/\1/')
+                id=$(tap_id "$prefix" "$line")
                 record "$id" skip "${line##*# SKIP}"; n=$((n + 1)) ;;
             "ok "*)
-                id=$prefix:$(echo "$line" | sed -E 's/^ok [0-9]+ ([^ ]*).*/\1/')
-                record "$id" pass; n=$((n + 1)) ;;
+                record "$(tap_id "$prefix" "$line")" pass; n=$((n + 1)) ;;
             "not ok "*)
-                id=$prefix:$(echo "$line" | sed -E 's/^not ok [0-9]+ ([^ ]*).*/\1/')
-                record "$id" fail; n=$((n + 1)) ;;
+                record "$(tap_id "$prefix" "$line")" fail
+                n=$((n + 1)) notok=$((notok + 1)) ;;
         esac
     done < "$log"
     # a crash or abort mid-run is a failure even if every line said ok
-    if [ $rc -ne 0 ] || [ $n -eq 0 ]; then
+    # (a non-zero exit with "not ok" lines is those lines' verdict)
+    if { [ $rc -ne 0 ] && [ $notok -eq 0 ]; } || [ $n -eq 0 ]; then
         grep -E 'ERROR|Bail out' "$log" | head -5 | sed 's/^/      | /'
         record "$prefix:exit-status" fail
     fi
@@ -125,8 +138,26 @@ layer_asan() {
         "$XBLK_BUILD/qemu-asan/qemu-system-i386"
 }
 
+layer_xensim() {
+    make -s xensim > "$logs/xensim-build.log" 2>&1 ||
+        { tail -20 "$logs/xensim-build.log"; record xensim-build fail; return; }
+    record xensim-build pass
+    run_tap xenstored "$XBLK_BUILD/xensim/test-xenstored" --tap
+    run_tap libxensim "$XBLK_BUILD/xensim/test-libxensim" \
+        "$XBLK_BUILD/xensim/xensimd" --tap
+    run_test xenblk-front-selftest "$XBLK_BUILD/xensim/xenblk-front" selftest
+    run_tap xenblk-front tests/xensim/test-xenblk-front.py
+}
+
+layer_conformance() {
+    local q
+    for q in ${CONFORMANCE_QEMUS:-ours stock ours-asan}; do
+        run_tap "conformance-$q" tests/qtest/conformance.py --qemu "$q"
+    done
+}
+
 layers=("$@")
-[ ${#layers[@]} -gt 0 ] || layers=(unit coverage fuzz build asan)
+[ ${#layers[@]} -gt 0 ] || layers=(unit coverage fuzz build asan xensim conformance)
 for layer in "${layers[@]}"; do
     echo "== $layer"
     start=$SECONDS

@@ -280,6 +280,30 @@ static bool xen_block_read_protocol(XenBlockDevice *blockdev,
 }
 
 /*
+ * multi-queue-num-queues: absent means one queue; otherwise it must be
+ * between 1 and what we offered (we offer one queue for now).
+ */
+static bool xen_block_read_queue_count(XenBlockDevice *blockdev, Error **errp)
+{
+    uint32_t n;
+    bool present;
+
+    if (!xen_block_read_uint(XEN_DEVICE(blockdev), "multi-queue-num-queues",
+                             UINT32_MAX, &n, &present)) {
+        if (present) {
+            error_setg(errp, "invalid multi-queue-num-queues");
+            return false;
+        }
+        return true;
+    }
+    if (n != 1) {
+        error_setg(errp, "multi-queue-num-queues %u: 1 queue offered", n);
+        return false;
+    }
+    return true;
+}
+
+/*
  * Connect to the frontend.  Every value it wrote is checked before any
  * resource is taken; a bad one refuses the connection.
  */
@@ -293,6 +317,7 @@ static bool xen_block_connect(XenBlockDevice *blockdev, Error **errp)
 
     if (!xen_block_read_ring_order(blockdev, &order, errp) ||
         !xen_block_read_protocol(blockdev, &abi, errp) ||
+        !xen_block_read_queue_count(blockdev, errp) ||
         !xen_block_read_queue(blockdev, "", order, &queue, errp)) {
         return false;
     }
