@@ -34,8 +34,8 @@ XS_CFLAGS    = -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter \
                -Wno-sign-compare -Wno-missing-field-initializers $(GLIB_CFLAGS)
 FRONT_SRCS  := $(addprefix $(XS)/,xenblk-front.c blkfront.c blkif-abi.c \
                xs-util.c toolstack.c loadgen.c verify.c hostile.c ideal.c)
-XENSIM_BINS := $(addprefix $(XSB)/,libxensim.so xensimd xenblk-front \
-               test-xenstored test-libxensim)
+XENSIM_BINS := $(addprefix $(XSB)/,libxensim.so xensimd xensimctl \
+               xenblk-front test-xenstored test-libxensim)
 
 .PHONY: all demo check deps source qemu qemu-asan unit coverage fuzz \
         xensim install clean
@@ -106,6 +106,10 @@ $(XSB)/xensimd: $(XS)/xensimd.c $(XS)/xenstored.c $(XS)/xensim.h \
 	@mkdir -p $(dir $@)
 	$(CC) $(XS_CFLAGS) -o $@ $(XS)/xensimd.c $(XS)/xenstored.c \
 	    $(GLIB_LIBS) -lxenstore -lpthread
+
+$(XSB)/xensimctl: $(XS)/xensimctl.c $(XS)/xensim.h
+	@mkdir -p $(dir $@)
+	$(CC) $(XS_CFLAGS) -o $@ $<
 
 $(XSB)/xenblk-front: $(FRONT_SRCS) $(wildcard $(XS)/*.h)
 	@mkdir -p $(dir $@)

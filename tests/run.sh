@@ -59,7 +59,7 @@ run_test() {
 tap_id() {
     local name
     name=$(echo "$2" | sed -E 's/^(not )?ok [0-9]+ -? *//; s/ +#.*$//;
-                               s/: +/:/g; s/ +/-/g')
+                               s/ - .*$//; s/: +/:/g; s/ +/-/g')
     case $name in
         "$1":*) echo "$name" ;;
         *) echo "$1:$name" ;;
@@ -156,8 +156,16 @@ layer_conformance() {
     done
 }
 
+# The real-Xen bench: Xen under TCG, xl, a Linux domU's xen-blkfront.
+layer_realxen() {
+    run_test realxen-artifacts tests/realxen/build-artifacts.sh
+    run_tap realxen-stock tests/realxen/run.sh stock
+    run_tap realxen-ours tests/realxen/run.sh ours
+}
+
 layers=("$@")
-[ ${#layers[@]} -gt 0 ] || layers=(unit coverage fuzz build asan xensim conformance)
+[ ${#layers[@]} -gt 0 ] ||
+    layers=(unit coverage fuzz build asan xensim conformance realxen)
 for layer in "${layers[@]}"; do
     echo "== $layer"
     start=$SECONDS

@@ -133,6 +133,13 @@ static bool xen_block_discard_enabled(XenBlockDevice *blockdev)
            (blk_get_flags(blockdev->conf.blk) & BDRV_O_UNMAP);
 }
 
+/* Indirect requests are worth offering only beyond 11 segments. */
+static unsigned int xen_block_max_indirect(XenBlockDevice *blockdev)
+{
+    return blockdev->max_indirect_segments > BLKIF_MAX_SEGMENTS_PER_REQUEST ?
+           blockdev->max_indirect_segments : 0;
+}
+
 static XenBlkifLimits xen_block_limits(XenBlockDevice *blockdev)
 {
     return (XenBlkifLimits) {
@@ -141,6 +148,7 @@ static XenBlkifLimits xen_block_limits(XenBlockDevice *blockdev)
         .read_only = blockdev->info & VDISK_READONLY,
         .flush = true,
         .discard = xen_block_discard_enabled(blockdev),
+        .max_indirect_segments = xen_block_max_indirect(blockdev),
     };
 }
 
@@ -177,6 +185,17 @@ static void xen_block_write_features(XenBlockDevice *blockdev)
         xen_device_backend_printf(xendev, "max-ring-page-order", "%u",
                                   blockdev->max_ring_page_order);
     }
+    if (blockdev->max_queues > 1) {
+        xen_device_backend_printf(xendev, "multi-queue-max-queues", "%u",
+                                  blockdev->max_queues);
+    }
+    if (xen_block_max_indirect(blockdev)) {
+        xen_device_backend_printf(xendev, "feature-max-indirect-segments",
+                                  "%u", xen_block_max_indirect(blockdev));
+    }
+    if (blockdev->persistent) {
+        xen_device_backend_printf(xendev, "feature-persistent", "%u", 1);
+    }
     xen_device_frontend_printf(xendev, "virtual-device", "%u",
                                blockdev->vdev.number);
     xen_device_frontend_printf(xendev, "device-type", "%s",
@@ -207,27 +226,67 @@ static bool xen_block_read_uint(XenDevice *xendev, const char *key,
 }
 
 /*
+ * An optional unsigned node: absent gives @dflt; present, it must be a
+ * number no larger than @max.
+ */
+static bool xen_block_read_optional(XenDevice *xendev, const char *key,
+                                    uint32_t dflt, uint32_t max,
+                                    uint32_t *value, Error **errp)
+{
+    bool present;
+
+    if (xen_block_read_uint(xendev, key, max, value, &present)) {
+        return true;
+    }
+    if (present) {
+        error_setg(errp, "invalid %s (at most %u)", key, max);
+        return false;
+    }
+    *value = dflt;
+    return true;
+}
+
+/* What the frontend chose, read and checked before anything is set up. */
+typedef struct XenBlockFrontendChoice {
+    XenBlkifAbi abi;
+    bool has_order;             /* ring-page-order was written */
+    unsigned int order;
+    unsigned int nr_queues;
+    bool persistent;
+} XenBlockFrontendChoice;
+
+/*
  * Read one queue's ring references and event channel from the frontend's
- * directory @prefix ("" or "queue-N/").  On a guest mistake, sets @errp
- * with what was wrong.
+ * directory @prefix ("" or "queue-N/").  As Linux's blkback: with a
+ * ring-page-order node the references are ring-ref0..N-1, without one a
+ * single ring-ref (also accepted for order 0).
  */
 static bool xen_block_read_queue(XenBlockDevice *blockdev, const char *prefix,
-                                 unsigned int order, XenBlockQueueConfig *q,
-                                 Error **errp)
+                                 const XenBlockFrontendChoice *fc,
+                                 XenBlockQueueConfig *q, Error **errp)
 {
     XenDevice *xendev = XEN_DEVICE(blockdev);
     g_autofree char *key = NULL;
 
-    q->nr_ring_ref = 1u << order;
+    q->nr_ring_ref = 1u << fc->order;
     for (unsigned int i = 0; i < q->nr_ring_ref; i++) {
         g_free(key);
-        key = order ? g_strdup_printf("%sring-ref%u", prefix, i)
-                    : g_strdup_printf("%sring-ref", prefix);
-        if (!xen_block_read_uint(xendev, key, UINT32_MAX, &q->ring_ref[i],
-                                 NULL)) {
-            error_setg(errp, "missing or invalid %s", key);
-            return false;
+        key = fc->has_order ? g_strdup_printf("%sring-ref%u", prefix, i)
+                            : g_strdup_printf("%sring-ref", prefix);
+        if (xen_block_read_uint(xendev, key, UINT32_MAX, &q->ring_ref[i],
+                                NULL)) {
+            continue;
         }
+        if (fc->order == 0) {
+            g_free(key);
+            key = g_strdup_printf("%sring-ref", prefix);
+            if (xen_block_read_uint(xendev, key, UINT32_MAX,
+                                    &q->ring_ref[i], NULL)) {
+                continue;
+            }
+        }
+        error_setg(errp, "missing or invalid %s", key);
+        return false;
     }
     g_free(key);
     key = g_strdup_printf("%sevent-channel", prefix);
@@ -239,68 +298,52 @@ static bool xen_block_read_queue(XenBlockDevice *blockdev, const char *prefix,
     return true;
 }
 
-static bool xen_block_read_ring_order(XenBlockDevice *blockdev,
-                                      unsigned int *order, Error **errp)
+static bool xen_block_read_choice(XenBlockDevice *blockdev,
+                                  XenBlockFrontendChoice *fc, Error **errp)
 {
     XenDevice *xendev = XEN_DEVICE(blockdev);
-    uint32_t value;
+    unsigned int max_order = qemu_xen_gnttab_can_map_multi() ?
+                             blockdev->max_ring_page_order : 0;
+    g_autofree char *protocol = xen_device_frontend_read(xendev, "protocol");
+    uint32_t order, queues, persistent;
     bool present;
 
-    if (!xen_block_read_uint(xendev, "ring-page-order", UINT32_MAX, &value,
-                             &present)) {
-        if (present) {
-            error_setg(errp, "invalid ring-page-order");
-            return false;
-        }
-        *order = 0;
-        return true;
-    }
-    if (value > blockdev->max_ring_page_order ||
-        (value > 0 && !qemu_xen_gnttab_can_map_multi())) {
-        error_setg(errp, "ring-page-order %u exceeds the %u offered", value,
-                   qemu_xen_gnttab_can_map_multi() ?
-                   blockdev->max_ring_page_order : 0);
+    if (!xen_blkif_abi_from_name(protocol, &fc->abi)) {
+        error_setg(errp, "unknown protocol '%s'", protocol);
         return false;
     }
-    *order = value;
+    fc->has_order = xen_block_read_uint(xendev, "ring-page-order", UINT32_MAX,
+                                        &order, &present);
+    if (present && (!fc->has_order || order > max_order)) {
+        error_setg(errp, "invalid ring-page-order (%u offered)", max_order);
+        return false;
+    }
+    fc->order = fc->has_order ? order : 0;
+    if (!xen_block_read_optional(xendev, "multi-queue-num-queues", 1,
+                                 blockdev->max_queues, &queues, errp)) {
+        return false;
+    }
+    if (queues == 0) {
+        error_setg(errp, "multi-queue-num-queues 0");
+        return false;
+    }
+    fc->nr_queues = queues;
+    if (!xen_block_read_optional(xendev, "feature-persistent", 0, UINT32_MAX,
+                                 &persistent, errp)) {
+        return false;
+    }
+    fc->persistent = blockdev->persistent && persistent == 1;
     return true;
 }
 
-static bool xen_block_read_protocol(XenBlockDevice *blockdev,
-                                    XenBlkifAbi *abi, Error **errp)
+/* The IOThread of each queue: the mapping's, or the one for all. */
+static IOThread *xen_block_queue_iothread(XenBlockDevice *blockdev,
+                                          unsigned int queue)
 {
-    g_autofree char *name =
-        xen_device_frontend_read(XEN_DEVICE(blockdev), "protocol");
-
-    if (!xen_blkif_abi_from_name(name, abi)) {
-        error_setg(errp, "unknown protocol '%s'", name);
-        return false;
+    if (blockdev->queue_iothreads) {
+        return blockdev->queue_iothreads[queue];
     }
-    return true;
-}
-
-/*
- * multi-queue-num-queues: absent means one queue; otherwise it must be
- * between 1 and what we offered (we offer one queue for now).
- */
-static bool xen_block_read_queue_count(XenBlockDevice *blockdev, Error **errp)
-{
-    uint32_t n;
-    bool present;
-
-    if (!xen_block_read_uint(XEN_DEVICE(blockdev), "multi-queue-num-queues",
-                             UINT32_MAX, &n, &present)) {
-        if (present) {
-            error_setg(errp, "invalid multi-queue-num-queues");
-            return false;
-        }
-        return true;
-    }
-    if (n != 1) {
-        error_setg(errp, "multi-queue-num-queues %u: 1 queue offered", n);
-        return false;
-    }
-    return true;
+    return blockdev->iothread;
 }
 
 /*
@@ -310,21 +353,33 @@ static bool xen_block_read_queue_count(XenBlockDevice *blockdev, Error **errp)
 static bool xen_block_connect(XenBlockDevice *blockdev, Error **errp)
 {
     XenDevice *xendev = XEN_DEVICE(blockdev);
-    XenBlockQueueConfig queue = { 0 };
-    XenBlkifLimits limits = xen_block_limits(blockdev);
-    unsigned int order;
-    XenBlkifAbi abi;
+    g_autofree XenBlockQueueConfig *queues = NULL;
+    XenBlockDataPlaneConfig config = {
+        .limits = xen_block_limits(blockdev),
+        .max_persistent_grants = blockdev->max_persistent_grants,
+    };
+    XenBlockFrontendChoice fc;
 
-    if (!xen_block_read_ring_order(blockdev, &order, errp) ||
-        !xen_block_read_protocol(blockdev, &abi, errp) ||
-        !xen_block_read_queue_count(blockdev, errp) ||
-        !xen_block_read_queue(blockdev, "", order, &queue, errp)) {
+    if (!xen_block_read_choice(blockdev, &fc, errp)) {
         return false;
     }
-    trace_xen_block_dev_connect(xendev->name, xen_blkif_abi_name(abi),
-                                1u << order, queue.event_channel);
-    return xen_block_dataplane_start(blockdev->dataplane, &limits, abi,
-                                     &queue, 1, errp);
+    queues = g_new0(XenBlockQueueConfig, fc.nr_queues);
+    for (unsigned int i = 0; i < fc.nr_queues; i++) {
+        /* One queue: its nodes sit in the device's own directory. */
+        g_autofree char *prefix = fc.nr_queues == 1 ? g_strdup("")
+                                  : g_strdup_printf("queue-%u/", i);
+
+        if (!xen_block_read_queue(blockdev, prefix, &fc, &queues[i], errp)) {
+            return false;
+        }
+        queues[i].iothread = xen_block_queue_iothread(blockdev, i);
+    }
+    config.abi = fc.abi;
+    config.persistent = fc.persistent;
+    trace_xen_block_dev_connect(xendev->name, xen_blkif_abi_name(fc.abi),
+                                1u << fc.order, fc.nr_queues, fc.persistent);
+    return xen_block_dataplane_start(blockdev->dataplane, &config, queues,
+                                     fc.nr_queues, errp);
 }
 
 static void xen_block_disconnect(XenBlockDevice *blockdev)
@@ -437,12 +492,97 @@ static void xen_block_ring_error(void *opaque)
 
 /* ---- Realize and unrealize ---- */
 
+/*
+ * iothread-vq-mapping: which IOThread serves each queue.  Either every
+ * entry lists its queues (and every queue up to multi-queue-max-queues is
+ * listed exactly once), or none does and queues go round-robin.  Resolved
+ * once, at realize; the IOThreads are referenced until unrealize.
+ */
+static bool xen_block_map_iothreads(XenBlockDevice *blockdev, Error **errp)
+{
+    IOThreadVirtQueueMappingList *list = blockdev->iothread_vq_mapping;
+    unsigned int nmax = blockdev->max_queues, nentries = 0, i;
+    g_autofree IOThread **map = g_new0(IOThread *, nmax);
+    bool with_vqs = list && list->value->has_vqs;
+
+    if (!list) {
+        return true;
+    }
+    if (blockdev->iothread) {
+        error_setg(errp, "iothread and iothread-vq-mapping are exclusive");
+        return false;
+    }
+    for (IOThreadVirtQueueMappingList *e = list; e; e = e->next, nentries++) {
+        IOThread *iothread = iothread_by_id(e->value->iothread);
+
+        if (!iothread) {
+            error_setg(errp, "no IOThread '%s'", e->value->iothread);
+            return false;
+        }
+        if (e->value->has_vqs != with_vqs) {
+            error_setg(errp, "iothread-vq-mapping: list the queues of every "
+                       "IOThread, or of none");
+            return false;
+        }
+        for (uint16List *vq = e->value->vqs; vq; vq = vq->next) {
+            if (vq->value >= nmax || map[vq->value]) {
+                error_setg(errp, "iothread-vq-mapping: queue %u is out of "
+                           "range (multi-queue-max-queues %u) or listed "
+                           "twice", vq->value, nmax);
+                return false;
+            }
+            map[vq->value] = iothread;
+        }
+    }
+    for (i = 0; i < nmax; i++) {
+        if (!with_vqs) {
+            IOThreadVirtQueueMappingList *e = list;
+
+            for (unsigned int k = i % nentries; k; k--) {
+                e = e->next;
+            }
+            map[i] = iothread_by_id(e->value->iothread);
+        } else if (!map[i]) {
+            error_setg(errp, "iothread-vq-mapping: queue %u has no IOThread",
+                       i);
+            return false;
+        }
+    }
+    for (i = 0; i < nmax; i++) {
+        object_ref(OBJECT(map[i]));
+    }
+    blockdev->queue_iothreads = g_steal_pointer(&map);
+    return true;
+}
+
+static void xen_block_unmap_iothreads(XenBlockDevice *blockdev)
+{
+    if (!blockdev->queue_iothreads) {
+        return;
+    }
+    for (unsigned int i = 0; i < blockdev->max_queues; i++) {
+        object_unref(OBJECT(blockdev->queue_iothreads[i]));
+    }
+    g_clear_pointer(&blockdev->queue_iothreads, g_free);
+}
+
 static bool xen_block_check_properties(XenBlockDevice *blockdev, Error **errp)
 {
     if (blockdev->max_ring_page_order > XEN_BLKIF_MAX_RING_PAGE_ORDER) {
         error_setg(errp, "max-ring-page-order %u exceeds the maximum %u",
                    blockdev->max_ring_page_order,
                    XEN_BLKIF_MAX_RING_PAGE_ORDER);
+        return false;
+    }
+    if (blockdev->max_queues < 1 ||
+        blockdev->max_queues > XEN_BLOCK_MAX_QUEUES) {
+        error_setg(errp, "multi-queue-max-queues must be 1 to %u",
+                   XEN_BLOCK_MAX_QUEUES);
+        return false;
+    }
+    if (blockdev->max_indirect_segments > XEN_BLKIF_MAX_INDIRECT_SEGMENTS) {
+        error_setg(errp, "max-indirect-segments must be at most %u",
+                   (unsigned int)XEN_BLKIF_MAX_INDIRECT_SEGMENTS);
         return false;
     }
     return true;
@@ -464,15 +604,15 @@ static void xen_block_realize(XenDevice *xendev, Error **errp)
     }
     if (!blkconf_apply_backend_options(conf, blockdev->info & VDISK_READONLY,
                                        true, errp) ||
-        !blkconf_blocksizes(conf, errp)) {
+        !blkconf_blocksizes(conf, errp) ||
+        !xen_block_map_iothreads(blockdev, errp)) {
         return;
     }
     if (conf->discard_granularity == (uint32_t)-1) {
         conf->discard_granularity = conf->physical_block_size;
     }
 
-    blockdev->dataplane = xen_block_dataplane_create(xendev, conf->blk,
-                                                     blockdev->iothread);
+    blockdev->dataplane = xen_block_dataplane_create(xendev, conf->blk);
     xen_block_dataplane_set_ring_error_cb(blockdev->dataplane,
                                           xen_block_ring_error, blockdev);
     blk_set_dev_ops(conf->blk, &xen_block_dev_ops, blockdev);
@@ -489,13 +629,69 @@ static void xen_block_unrealize(XenDevice *xendev)
     XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
 
     trace_xen_block_dev_unrealize(xendev->name);
-    if (!blockdev->dataplane) {
-        return;     /* realize failed early */
+    if (blockdev->dataplane) {
+        xen_block_disconnect(blockdev);
+        blk_set_dev_ops(blockdev->conf.blk, NULL, NULL);
+        g_clear_pointer(&blockdev->dataplane, xen_block_dataplane_destroy);
     }
-    xen_block_disconnect(blockdev);
-    blk_set_dev_ops(blockdev->conf.blk, NULL, NULL);
-    xen_block_dataplane_destroy(blockdev->dataplane);
-    blockdev->dataplane = NULL;
+    xen_block_unmap_iothreads(blockdev);
+}
+
+/* ---- Statistics: qom-get <device> statistics ---- */
+
+static void xen_block_get_statistics(Object *obj, Visitor *v,
+                                     const char *name, void *opaque,
+                                     Error **errp)
+{
+    XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(obj);
+    unsigned int n = xen_block_dataplane_nr_queues(blockdev->dataplane);
+
+    if (!visit_start_list(v, name, NULL, 0, errp)) {
+        return;
+    }
+    for (unsigned int i = 0; i < n; i++) {
+        XenBlockQueueStats st;
+        char *where;
+        const struct {
+            const char *name;
+            uint64_t value;
+        } fields[] = {
+            { "requests", 0 }, { "segments", 0 }, { "invalid", 0 },
+            { "grant-copies", 0 }, { "grant-maps", 0 },
+            { "grant-unmaps", 0 }, { "persistent-hits", 0 },
+            { "notifications", 0 }, { "notifications-suppressed", 0 },
+            { "ring-scans", 0 }, { "waits-for-buffers", 0 },
+        };
+        uint64_t values[G_N_ELEMENTS(fields)];
+
+        if (!xen_block_dataplane_get_stats(blockdev->dataplane, i, &st)) {
+            break;
+        }
+        where = (char *)xen_block_dataplane_queue_where(blockdev->dataplane,
+                                                        i);
+        values[0] = st.requests;
+        values[1] = st.segments;
+        values[2] = st.invalid;
+        values[3] = st.grant_copies;
+        values[4] = st.grant_maps;
+        values[5] = st.grant_unmaps;
+        values[6] = st.persistent_hits;
+        values[7] = st.notifications;
+        values[8] = st.notifications_suppressed;
+        values[9] = st.ring_scans;
+        values[10] = st.waits_for_buffers;
+        if (!visit_start_struct(v, NULL, NULL, 0, errp)) {
+            return;
+        }
+        visit_type_uint32(v, "queue", &i, errp);
+        visit_type_str(v, "iothread", &where, errp);
+        for (unsigned int f = 0; f < G_N_ELEMENTS(fields); f++) {
+            visit_type_uint64(v, fields[f].name, &values[f], errp);
+        }
+        visit_check_struct(v, errp);
+        visit_end_struct(v, NULL);
+    }
+    visit_end_list(v, NULL);
 }
 
 static const Property xen_block_props[] = {
@@ -506,6 +702,15 @@ static const Property xen_block_props[] = {
                        max_ring_page_order, XEN_BLKIF_MAX_RING_PAGE_ORDER),
     DEFINE_PROP_LINK("iothread", XenBlockDevice, iothread, TYPE_IOTHREAD,
                      IOThread *),
+    DEFINE_PROP_IOTHREAD_VQ_MAPPING_LIST("iothread-vq-mapping",
+                                         XenBlockDevice, iothread_vq_mapping),
+    DEFINE_PROP_UINT32("multi-queue-max-queues", XenBlockDevice, max_queues,
+                       XEN_BLOCK_DEFAULT_QUEUES),
+    DEFINE_PROP_UINT32("max-indirect-segments", XenBlockDevice,
+                       max_indirect_segments, 256),
+    DEFINE_PROP_BOOL("feature-persistent", XenBlockDevice, persistent, true),
+    DEFINE_PROP_UINT32("max-persistent-grants", XenBlockDevice,
+                       max_persistent_grants, 1056),
 };
 
 static void xen_block_class_init(ObjectClass *class, void *data)
@@ -521,6 +726,11 @@ static void xen_block_class_init(ObjectClass *class, void *data)
     xendev_class->unrealize = xen_block_unrealize;
 
     device_class_set_props(dev_class, xen_block_props);
+    object_class_property_add(class, "statistics", "XenBlockQueueStatsList",
+                              xen_block_get_statistics, NULL, NULL, NULL);
+    object_class_property_set_description(class, "statistics",
+        "Per-queue counters: requests, segments, grant copies and maps, "
+        "notifications sent and suppressed, ...");
 }
 
 static const TypeInfo xen_block_type_info = {

@@ -345,6 +345,13 @@ static XenBlkifVerdict validate_rw(const XenBlkifLimits *limits,
     if (req->op != BLKIF_OP_READ && req->nr_segments && limits->read_only) {
         return XEN_BLKIF_READ_ONLY;
     }
+    if (req->nr_segments == 0) {
+        /*
+         * An empty flush moves no data: its sector means nothing (Linux's
+         * blkfront sends -1), so there is no range to check.
+         */
+        return XEN_BLKIF_OK;
+    }
     return xen_blkif_check_segments(limits, req, req->seg, req->nr_segments,
                                     &nr_sectors);
 }

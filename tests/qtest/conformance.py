@@ -564,6 +564,171 @@ def t_xl_detach(c):
                     'device removed')
 
 
+# ---- Beyond upstream: indirect, multi-queue, persistent grants ----
+
+BE = '/local/domain/0/backend/qdisk/1/51712'
+
+
+def offered(c, node):
+    """A backend feature node as an int (0 when absent)."""
+    value = c.xs_read(BE + '/' + node)
+    return int(value) if value and value.isdigit() else 0
+
+
+def stats_of(c, dev_id='dev-xvda'):
+    return c.qemu.qmp.cmd('qom-get', path='/machine/peripheral/' + dev_id,
+                          property='statistics')
+
+
+def matrix_test(abi):
+    """Every combination a frontend may choose, with verified I/O."""
+    def run(c):
+        img = c.image()
+        c.start()
+        c.attach_xl(img)
+        c.front('--op', 'info')     # let the backend publish its features
+        max_q = offered(c, 'multi-queue-max-queues') or 1
+        max_ind = offered(c, 'feature-max-indirect-segments')
+        pers = offered(c, 'feature-persistent')
+        for queues in (1, 2, 4):
+            for indirect in (0, 256):
+                for persistent in (False, True):
+                    what = 'queues=%d indirect=%d persistent=%s' % (
+                        queues, indirect, persistent)
+                    args = ['--abi', abi, '--ring-pages', 4, '--queues',
+                            queues, '--indirect', indirect, '--rw', 'randrw',
+                            '--bs', '64k', '--iodepth', 8, '--size',
+                            4 * MiB]
+                    if persistent:
+                        args.append('--persistent')
+                    rep = c.front(*args)
+                    io_clean(rep, what)
+                    d = device_of(rep)
+                    check(d.get('queues') == min(queues, max_q),
+                          '%s: %s queues' % (what, d.get('queues')))
+                    check(bool(d.get('indirect')) == bool(indirect and
+                                                          max_ind),
+                          '%s: indirect %s' % (what, d.get('indirect')))
+                    check(bool(d.get('persistent')) == (persistent and
+                                                        bool(pers)),
+                          '%s: persistent %s' % (what, d.get('persistent')))
+    return run
+
+
+for _abi in ('native', 'x86_32', 'x86_64'):
+    test('matrix-' + _abi)(matrix_test(_abi))
+
+
+@test('more-than-offered')
+def t_more_than_offered(c):
+    img = c.image()
+    c.start()
+    c.attach_qmp(img, vdev='xvda', **{'max-ring-page-order': 1,
+                                       'multi-queue-max-queues': 2})
+    if not offered(c, 'multi-queue-max-queues'):
+        c.front('--op', 'info')
+    if not offered(c, 'multi-queue-max-queues'):
+        raise Skip('the backend does not offer multi-queue')
+    rep = c.front('--ring-pages', 16, '--queues', 8, '--rw', 'randrw',
+                  '--bs', '4k', '--iodepth', 8, '--size', 2 * MiB)
+    io_clean(rep, 'asking for more than offered')
+    d = device_of(rep)
+    check(d.get('ring_pages') == 2 and d.get('queues') == 2,
+          'got %s ring pages, %s queues; offered 2 and 2' %
+          (d.get('ring_pages'), d.get('queues')))
+    # a frontend that takes more queues than offered is refused
+    rep = c.front('--op', 'info', '--xs-set', 'multi-queue-num-queues=3',
+                  ok=False)
+    check(not rep.get('ok'), 'connected with 3 queues where 2 were offered')
+    io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--size', MiB),
+             'a good connection after the refused one')
+
+
+@test('persistent-steady-state')
+def t_persistent(c):
+    img = c.image()
+    c.start()
+    c.attach_qmp(img, vdev='xvda')
+    c.front('--op', 'info')
+    if not offered(c, 'feature-persistent'):
+        raise Skip('the backend does not offer feature-persistent')
+    before = c.sim.stats(1)
+    rep = c.front('--persistent', '--rw', 'randread', '--bs', '4k',
+                  '--iodepth', 16, '--size', 16 * MiB, '--verify', 'off')
+    after = c.sim.stats(1)
+    ios = rep.get('ios', 0)
+    copies = after['copy_segments'] - before['copy_segments']
+    maps = after['maps'] - before['maps']
+    check(device_of(rep).get('persistent'), 'persistent grants not used')
+    # after warm-up: no grant copy and no map per request
+    check(copies == 0, '%d grant-copy segments for %d reads' % (copies, ios))
+    check(maps < ios / 8, '%d grants mapped for %d reads' % (maps, ios))
+    st = stats_of(c)[0]
+    check(st['persistent-hits'] >= ios - maps,
+          'persistent hits %d for %d reads' % (st['persistent-hits'], ios))
+    # and without persistent grants every read is a grant copy
+    before = after
+    rep = c.front('--rw', 'randread', '--bs', '4k', '--iodepth', 16,
+                  '--size', 4 * MiB, '--verify', 'off')
+    copies = c.sim.stats(1)['copy_segments'] - before['copy_segments']
+    check(copies >= rep.get('ios', 1),
+          '%d grant copies for %d reads without persistent grants' %
+          (copies, rep.get('ios', 0)))
+
+
+@test('indirect-1m-single-request')
+def t_indirect_1m(c):
+    img = c.image()
+    c.start()
+    c.attach_qmp(img, vdev='xvda')
+    c.front('--op', 'info')
+    if offered(c, 'feature-max-indirect-segments') < 256:
+        raise Skip('the backend does not offer 256 indirect segments')
+    mapf = os.path.join(c.tmp, 'map')
+    c.front('--indirect', 256, '--op', 'write-pattern', '--offset', MiB,
+            '--length', MiB, '--map', mapf, '--expect', 'okay')
+    before = stats_of(c)[0]
+    io_clean(c.front('--indirect', 256, '--rw', 'read', '--bs', '1M',
+                     '--offset', MiB, '--size', MiB, '--map', mapf),
+             '1 MiB read')
+    after = stats_of(c)[0]
+    check(after['requests'] - before['requests'] == 1,
+          'a 1 MiB read took %d ring requests' %
+          (after['requests'] - before['requests']))
+    check(after['segments'] - before['segments'] == 256,
+          'a 1 MiB read had %d segments' %
+          (after['segments'] - before['segments']))
+
+
+@test('queues-4-iothreads')
+def t_queues_iothreads(c):
+    img = c.image()
+    args = []
+    for i in range(4):
+        args += ['-object', 'iothread,id=io%d' % i]
+    c.start(args=args)
+    c.qemu.qmp.cmd('blockdev-add', driver='raw', **{'node-name': 'd0'},
+                   file={'driver': 'file', 'filename': img})
+    try:
+        c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-xvda',
+                       vdev='xvda', drive='d0',
+                       **{'iothread-vq-mapping': [{'iothread': 'io%d' % i}
+                                                  for i in range(4)]})
+    except xensim.QMPError as e:
+        raise Skip('no iothread-vq-mapping: %s' % e)
+    rep = c.front('--queues', 4, '--rw', 'randrw', '--bs', '4k',
+                  '--iodepth', 32, '--size', 8 * MiB)
+    io_clean(rep, '4 queues')
+    check(device_of(rep).get('queues') == 4, 'negotiated %s queues' %
+          device_of(rep).get('queues'))
+    st = stats_of(c)
+    check(len(st) == 4, 'statistics for %d queues' % len(st))
+    for q in st:
+        check(q['requests'] > 0, 'queue %d served nothing' % q['queue'])
+    check(sorted(q['iothread'] for q in st) == ['io0', 'io1', 'io2', 'io3'],
+          'queues ran in %s' % [q['iothread'] for q in st])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--qemu', default='ours', choices=sorted(xensim.QEMUS))

@@ -21,6 +21,7 @@ BUILD = os.environ.get('XBLK_BUILD', os.path.join(TOP, 'build'))
 XENSIM_BUILD = os.path.join(BUILD, 'xensim')
 LIBXENSIM = os.path.join(XENSIM_BUILD, 'libxensim.so')
 XENSIMD = os.path.join(XENSIM_BUILD, 'xensimd')
+XENSIMCTL = os.path.join(XENSIM_BUILD, 'xensimctl')
 FRONT = os.path.join(XENSIM_BUILD, 'xenblk-front')
 
 QEMUS = {
@@ -81,6 +82,13 @@ class XenSim:
             else 'xenstored-%d.sock' % domid)
         env['LD_PRELOAD'] = LIBXENSIM
         return env
+
+    def stats(self, domid):
+        """What others did with @domid's grants and ports (counters)."""
+        env = dict(os.environ, XENSIM_DIR=self.dir)
+        out = subprocess.run([XENSIMCTL, 'stats', str(domid)], env=env,
+                             capture_output=True, text=True, check=True)
+        return json.loads(out.stdout)
 
     def log_text(self):
         try:

@@ -488,6 +488,16 @@ static void test_validate_flush(void)
     const Case cases[] = {
         { "empty flush", rw_req(BLKIF_OP_FLUSH_DISKCACHE, 0, 0), d,
           XEN_BLKIF_OK, BLKIF_RSP_OKAY },
+        /* Linux's blkfront sends empty flushes with sector_number -1 */
+        { "empty flush at sector -1",
+          rw_req(BLKIF_OP_FLUSH_DISKCACHE, UINT64_MAX, 0), d,
+          XEN_BLKIF_OK, BLKIF_RSP_OKAY },
+        { "empty flush, odd sector, 4k",
+          rw_req(BLKIF_OP_FLUSH_DISKCACHE, 3, 0), with_lbs(4096),
+          XEN_BLKIF_OK, BLKIF_RSP_OKAY },
+        { "empty barrier at sector -1",
+          rw_req(BLKIF_OP_WRITE_BARRIER, UINT64_MAX, 0), with_barrier(),
+          XEN_BLKIF_OK, BLKIF_RSP_OKAY },
         { "flush with data", rw_req(BLKIF_OP_FLUSH_DISKCACHE, 8, 2), d,
           XEN_BLKIF_OK, BLKIF_RSP_OKAY },
         { "flush not offered", rw_req(BLKIF_OP_FLUSH_DISKCACHE, 0, 0),

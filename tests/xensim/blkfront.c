@@ -782,8 +782,9 @@ bool bf_submit_rw(BfDevice *d, int ring, bool write, uint64_t sector,
 
 bool bf_submit_flush(BfDevice *d, int ring, BfIo *io)
 {
+    /* As Linux's blkfront: an empty flush carries sector_number -1. */
     XbRequest req = { .operation = XB_OP_FLUSH_DISKCACHE,
-                      .handle = d->opt.devnum };
+                      .handle = d->opt.devnum, .sector = UINT64_MAX };
     BfRing *r = pick_ring(d, ring, 1);
     unsigned int index;
     BfSlot *s;

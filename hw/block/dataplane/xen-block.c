@@ -9,14 +9,17 @@
  *
  * A request has one lifecycle:
  *
- *   get     a free XenBlockRequest of the queue (preallocated at start,
- *           one per ring slot, with its data pages and I/O vector)
- *   parse   copy the ring slot once, decode and validate the copy
- *   submit  bring write data in by grant copy; BlockBackend AIO
- *   complete  AIO callback: for reads, copy data out by grant copy;
- *           apply the error policy
- *   respond write the response on the ring (published in batches)
- *   put     back on the free list
+ *   get      a free XenBlockRequest of the queue (one per ring slot,
+ *            preallocated at start with room for the largest request)
+ *   parse    copy the ring slot once, decode and validate the copy; for an
+ *            indirect request, copy its descriptor pages once and validate
+ *   buffers  a place for each segment's data (xen-block-grants.c): a
+ *            persistent mapping of the guest page, or a pool page; when
+ *            the pool is short, the request waits its turn
+ *   submit   bring write data in (grant copy); BlockBackend AIO
+ *   complete AIO callback: for reads, copy data out; error policy
+ *   respond  the response on the ring, published in batches
+ *   put      back on the free list
  *
  * Nothing on this path allocates or takes a global lock.
  *
@@ -29,7 +32,6 @@
 #include "qemu/defer-call.h"
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
-#include "qemu/memalign.h"
 #include "qemu/timer.h"
 #include "block/aio-wait.h"
 #include "block/accounting.h"
@@ -37,29 +39,41 @@
 #include "system/runstate.h"
 #include "hw/xen/xen-bus.h"
 #include "hw/block/dataplane/xen-block.h"
+#include "hw/block/dataplane/xen-block-grants.h"
 #include "trace.h"
 
-typedef struct XenBlockQueue XenBlockQueue;
+/*
+ * Pages for copied data, per queue: enough for every slot of a small ring
+ * to carry a full direct request, capped for large rings and indirect
+ * requests (which then wait for each other rather than pin more memory).
+ */
+#define XEN_BLOCK_POOL_PAGES_MAX    4096    /* 16 MiB */
 
-typedef struct XenBlockRequest {
+typedef struct XenBlockQueue XenBlockQueue;
+typedef struct XenBlockRequest XenBlockRequest;
+typedef QTAILQ_HEAD(XenBlockRequestList, XenBlockRequest) XenBlockRequestList;
+
+struct XenBlockRequest {
     XenBlockQueue *q;
     XenBlkifRequest req;            /* our private copy, decoded */
-    const XenBlkifSegment *segs;    /* req.seg, or the indirect segments */
+    const XenBlkifSegment *segs;    /* req.seg, or indirect_segs */
+    XenBlkifSegment *indirect_segs; /* room for max_segs */
     unsigned int nr_segs;
     uint64_t nr_sectors;            /* data length, 512-byte units */
     int16_t status;
-    bool flushed;                   /* a flush with data: flush done */
-    uint8_t *pages;                 /* one page per possible segment */
+    bool flushed;                   /* flush with data: the flush is done */
+    bool has_bufs;
+    XenBlockSegBuf *bufs;           /* room for max_segs */
     QEMUIOVector qiov;
-    XenDeviceGrantCopySegment *copy; /* one per possible segment */
     BlockAcctCookie acct;
     QLIST_ENTRY(XenBlockRequest) free_entry;
-    QTAILQ_ENTRY(XenBlockRequest) parked_entry;
-} XenBlockRequest;
+    QTAILQ_ENTRY(XenBlockRequest) wait_entry;   /* waiting or parked */
+};
 
 struct XenBlockQueue {
     XenBlockDataPlane *dp;
     unsigned int index;
+    IOThread *iothread;
     AioContext *ctx;
     XenEventChannel *channel;
     void *sring;
@@ -72,25 +86,29 @@ struct XenBlockQueue {
     bool push_pending;              /* responses written, not published */
     unsigned int max_segs;
     XenBlockRequest *requests;
-    uint8_t *pages;                 /* data pages of all requests */
-    unsigned int inflight;
+    XenBlockGrants *grants;
+    uint8_t *indirect_pages;        /* one request's descriptor pages */
+    XenDeviceGrantCopySegment *copy_scratch;    /* room for max_segs */
+    unsigned int inflight;          /* consumed, not yet answered */
     QLIST_HEAD(, XenBlockRequest) free_list;
-    QTAILQ_HEAD(, XenBlockRequest) parked;  /* werror/rerror=stop */
-    XenBlockQueueStats stats;
+    XenBlockRequestList waiting;    /* for pool pages */
+    XenBlockRequestList parked;     /* werror/rerror=stop */
+    XenBlockQueueStats *stats;      /* dp->stats[index]: outlives us */
 };
 
 struct XenBlockDataPlane {
     XenDevice *xendev;
     BlockBackend *blk;
-    IOThread *iothread;
-    AioContext *ctx;
-    XenBlkifLimits limits;
-    XenBlkifAbi abi;
+    XenBlockDataPlaneConfig config;
     XenBlockQueue *queues;
     unsigned int nr_queues;
+    /* Counters per queue index, kept across reconnections. */
+    XenBlockQueueStats *stats;
+    char **stats_where;             /* IOThread id (or main-loop) last used */
+    unsigned int nr_stats;
     bool started;
     bool stopping;                  /* queues detached, draining */
-    XenBlockLogLimiter log_limiter;
+    XenBlockLogLimiter log_limiter; /* shared by the queues: atomics */
     QEMUBH *ring_error_bh;          /* tells the device model, main loop */
     VMChangeStateEntry *vmstate;
 };
@@ -101,34 +119,45 @@ void xen_block_guest_error(XenBlockLogLimiter *limiter, const char *dev,
                            const char *fmt, ...)
 {
     int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
+    int64_t last = qatomic_read(&limiter->last_ms);
     g_autofree char *msg = NULL;
+    uint64_t suppressed;
     va_list ap;
 
     /*
-     * The first mistake, then at most one line a second: a guest must not
-     * be able to flood the host's log.
+     * The first mistake, then at most one line a second per device
+     * (whichever queue wins the race logs): a guest must not be able to
+     * flood the host's log.
      */
-    if (limiter->last_ms && now - limiter->last_ms < GUEST_ERROR_INTERVAL_MS) {
+    if ((last && now - last < GUEST_ERROR_INTERVAL_MS) ||
+        qatomic_cmpxchg(&limiter->last_ms, last, now) != last) {
         qatomic_inc(&limiter->suppressed);
         return;
     }
+    suppressed = qatomic_xchg(&limiter->suppressed, 0);
     va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
-    if (limiter->suppressed) {
+    if (suppressed) {
         qemu_log_mask(LOG_GUEST_ERROR,
                       "xen-block %s: %s (and %" PRIu64 " more since)\n",
-                      dev, msg, limiter->suppressed);
+                      dev, msg, suppressed);
     } else {
         qemu_log_mask(LOG_GUEST_ERROR, "xen-block %s: %s\n", dev, msg);
     }
-    limiter->last_ms = now;
-    limiter->suppressed = 0;
 }
 
 static const char *xen_block_queue_name(XenBlockQueue *q)
 {
     return q->dp->xendev->name;
+}
+
+static void xen_block_queue_guest_error(XenBlockQueue *q, XenBlockRequest *r,
+                                        const char *what)
+{
+    xen_block_guest_error(&q->dp->log_limiter, xen_block_queue_name(q),
+                          "queue %u: request 0x%" PRIx64 " (operation %u): %s",
+                          q->index, r->req.id, r->req.operation, what);
 }
 
 /* ---- Responses ---- */
@@ -143,86 +172,31 @@ static void xen_block_queue_push(void *opaque)
     }
     q->push_pending = false;
     if (xen_blkif_ring_push_responses(&q->ring)) {
-        q->stats.notifications++;
+        q->stats->notifications++;
         xen_device_notify_event_channel(q->dp->xendev, q->channel, NULL);
     } else {
-        q->stats.notifications_suppressed++;
+        q->stats->notifications_suppressed++;
     }
 }
 
-static void xen_block_request_put(XenBlockRequest *r)
-{
-    XenBlockQueue *q = r->q;
-
-    q->inflight--;
-    QLIST_INSERT_HEAD(&q->free_list, r, free_entry);
-}
+static void xen_block_queue_start_waiting(XenBlockQueue *q);
 
 static void xen_block_request_respond(XenBlockRequest *r)
 {
     XenBlockQueue *q = r->q;
 
     trace_xen_block_request_respond(r, r->req.id, r->req.op, r->status);
+    if (r->has_bufs) {
+        xen_block_grants_release(q->grants, r->bufs, r->nr_segs);
+        r->has_bufs = false;
+    }
     xen_blkif_ring_put_response(&q->ring, r->req.id, r->req.op, r->status);
     q->push_pending = true;
-    xen_block_request_put(r);
+    q->inflight--;
+    QLIST_INSERT_HEAD(&q->free_list, r, free_entry);
     /* Batched: runs once at the end of the current defer_call section. */
     defer_call(xen_block_queue_push, q);
-}
-
-/* ---- Data in and out: grant copies ---- */
-
-/*
- * Copy the data of @r between its pages and the guest's segments.  Each
- * segment has a page of its own in r->pages.
- */
-static bool xen_block_request_copy(XenBlockRequest *r, bool to_guest)
-{
-    XenBlockQueue *q = r->q;
-    Error *local_err = NULL;
-
-    for (unsigned int i = 0; i < r->nr_segs; i++) {
-        const XenBlkifSegment *s = &r->segs[i];
-        XenDeviceGrantCopySegment *c = &r->copy[i];
-        void *page = r->pages + (size_t)i * XEN_BLKIF_PAGE_SIZE;
-        unsigned int offset = s->first_sect * XEN_BLKIF_SECTOR_SIZE;
-
-        c->len = (s->last_sect - s->first_sect + 1) * XEN_BLKIF_SECTOR_SIZE;
-        if (to_guest) {
-            c->source.virt = page;
-            c->dest.foreign.ref = s->gref;
-            c->dest.foreign.offset = offset;
-        } else {
-            c->source.foreign.ref = s->gref;
-            c->source.foreign.offset = offset;
-            c->dest.virt = page;
-        }
-    }
-    q->stats.grant_copies++;
-    xen_device_copy_grant_refs(q->dp->xendev, to_guest, r->copy, r->nr_segs,
-                               &local_err);
-    if (local_err) {
-        /* A grant the guest revoked or never gave us: its mistake. */
-        xen_block_guest_error(&q->dp->log_limiter, xen_block_queue_name(q),
-                              "request 0x%" PRIx64 ": %s", r->req.id,
-                              error_get_pretty(local_err));
-        error_free(local_err);
-        return false;
-    }
-    return true;
-}
-
-/* The I/O vector over the request's pages, one entry per segment. */
-static void xen_block_request_build_qiov(XenBlockRequest *r)
-{
-    qemu_iovec_reset(&r->qiov);
-    for (unsigned int i = 0; i < r->nr_segs; i++) {
-        const XenBlkifSegment *s = &r->segs[i];
-
-        qemu_iovec_add(&r->qiov, r->pages + (size_t)i * XEN_BLKIF_PAGE_SIZE,
-                       (s->last_sect - s->first_sect + 1) *
-                       XEN_BLKIF_SECTOR_SIZE);
-    }
+    xen_block_queue_start_waiting(q);
 }
 
 /* ---- Submission and completion ---- */
@@ -234,6 +208,12 @@ static bool xen_block_request_is_read(XenBlockRequest *r)
     return r->req.op == BLKIF_OP_READ;
 }
 
+static bool xen_block_request_is_flush(XenBlockRequest *r)
+{
+    return r->req.op == BLKIF_OP_FLUSH_DISKCACHE ||
+           r->req.op == BLKIF_OP_WRITE_BARRIER;
+}
+
 static enum BlockAcctType xen_block_request_acct_type(XenBlockRequest *r)
 {
     switch (r->req.op) {
@@ -243,7 +223,7 @@ static enum BlockAcctType xen_block_request_acct_type(XenBlockRequest *r)
         return BLOCK_ACCT_UNMAP;
     case BLKIF_OP_FLUSH_DISKCACHE:
     case BLKIF_OP_WRITE_BARRIER:
-        return r->nr_segs && r->flushed ? BLOCK_ACCT_WRITE : BLOCK_ACCT_FLUSH;
+        return r->flushed ? BLOCK_ACCT_WRITE : BLOCK_ACCT_FLUSH;
     default:
         return BLOCK_ACCT_WRITE;
     }
@@ -262,7 +242,7 @@ static bool xen_block_request_io_error(XenBlockRequest *r, int error)
 
     trace_xen_block_request_io_error(r, r->req.id, error, action);
     if (action == BLOCK_ERROR_ACTION_STOP) {
-        QTAILQ_INSERT_TAIL(&q->parked, r, parked_entry);
+        QTAILQ_INSERT_TAIL(&q->parked, r, wait_entry);
     } else {
         r->status = action == BLOCK_ERROR_ACTION_IGNORE ? BLKIF_RSP_OKAY
                                                         : BLKIF_RSP_ERROR;
@@ -274,28 +254,32 @@ static bool xen_block_request_io_error(XenBlockRequest *r, int error)
 static void xen_block_request_complete(void *opaque, int ret)
 {
     XenBlockRequest *r = opaque;
-    BlockAcctStats *stats = blk_get_stats(r->q->dp->blk);
+    XenBlockQueue *q = r->q;
+    BlockAcctStats *stats = blk_get_stats(q->dp->blk);
+    Error *local_err = NULL;
 
     defer_call_begin();
     if (ret < 0) {
         block_acct_failed(stats, &r->acct);
-        if (xen_block_request_io_error(r, -ret)) {
-            goto out;
+        if (!xen_block_request_io_error(r, -ret)) {
+            xen_block_request_respond(r);
         }
-        xen_block_request_respond(r);
         goto out;
     }
     block_acct_done(stats, &r->acct);
 
     /* A flush with data: now write the data. */
-    if (r->nr_segs && !r->flushed &&
-        (r->req.op == BLKIF_OP_FLUSH_DISKCACHE ||
-         r->req.op == BLKIF_OP_WRITE_BARRIER)) {
+    if (xen_block_request_is_flush(r) && r->nr_segs && !r->flushed) {
         r->flushed = true;
         xen_block_request_submit(r);
         goto out;
     }
-    if (xen_block_request_is_read(r) && !xen_block_request_copy(r, true)) {
+    if (xen_block_request_is_read(r) &&
+        !xen_block_grants_copy(q->grants, r->segs, r->bufs, r->nr_segs, true,
+                               q->copy_scratch, &local_err)) {
+        /* The guest revoked or never gave us a grant: its mistake. */
+        xen_block_queue_guest_error(q, r, error_get_pretty(local_err));
+        error_free(local_err);
         r->status = BLKIF_RSP_ERROR;
     }
     xen_block_request_respond(r);
@@ -303,11 +287,10 @@ out:
     defer_call_end();
 }
 
-/* Start (or restart, after a stop) the I/O of a parsed request. */
+/* Start (or restart, after a stop) the I/O of a request. */
 static void xen_block_request_submit(XenBlockRequest *r)
 {
-    XenBlockQueue *q = r->q;
-    BlockBackend *blk = q->dp->blk;
+    BlockBackend *blk = r->q->dp->blk;
     int64_t offset = (int64_t)r->req.sector << XEN_BLKIF_SECTOR_SHIFT;
 
     r->status = BLKIF_RSP_OKAY;
@@ -343,6 +326,65 @@ static void xen_block_request_submit(XenBlockRequest *r)
     }
 }
 
+/*
+ * A request with data has its buffers: point the I/O vector at them,
+ * bring write data in, and go.
+ */
+static void xen_block_request_start_io(XenBlockRequest *r)
+{
+    XenBlockQueue *q = r->q;
+    Error *local_err = NULL;
+
+    qemu_iovec_reset(&r->qiov);
+    for (unsigned int i = 0; i < r->nr_segs; i++) {
+        const XenBlkifSegment *s = &r->segs[i];
+
+        qemu_iovec_add(&r->qiov, r->bufs[i].data,
+                       (s->last_sect - s->first_sect + 1) *
+                       XEN_BLKIF_SECTOR_SIZE);
+    }
+    if (!xen_block_request_is_read(r) &&
+        !xen_block_grants_copy(q->grants, r->segs, r->bufs, r->nr_segs,
+                               false, q->copy_scratch, &local_err)) {
+        xen_block_queue_guest_error(q, r, error_get_pretty(local_err));
+        error_free(local_err);
+        r->status = BLKIF_RSP_ERROR;
+        xen_block_request_respond(r);
+        return;
+    }
+    xen_block_request_submit(r);
+}
+
+/* Buffers for @r now, or a place in the queue for them. */
+static void xen_block_request_start_data(XenBlockRequest *r)
+{
+    XenBlockQueue *q = r->q;
+
+    /* First come, first served: nobody overtakes a waiting request. */
+    if (!QTAILQ_EMPTY(&q->waiting) ||
+        !xen_block_grants_acquire(q->grants, r->segs, r->nr_segs, r->bufs)) {
+        q->stats->waits_for_buffers++;
+        QTAILQ_INSERT_TAIL(&q->waiting, r, wait_entry);
+        return;
+    }
+    r->has_bufs = true;
+    xen_block_request_start_io(r);
+}
+
+/* Buffers came back: start the requests that waited for them. */
+static void xen_block_queue_start_waiting(XenBlockQueue *q)
+{
+    XenBlockRequest *r;
+
+    while ((r = QTAILQ_FIRST(&q->waiting)) &&
+           xen_block_grants_acquire(q->grants, r->segs, r->nr_segs,
+                                    r->bufs)) {
+        QTAILQ_REMOVE(&q->waiting, r, wait_entry);
+        r->has_bufs = true;
+        xen_block_request_start_io(r);
+    }
+}
+
 /* ---- Parsing ---- */
 
 static void xen_block_request_reject(XenBlockRequest *r,
@@ -351,36 +393,57 @@ static void xen_block_request_reject(XenBlockRequest *r,
     XenBlockQueue *q = r->q;
 
     r->status = xen_blkif_verdict_status(verdict);
-    q->stats.invalid++;
+    q->stats->invalid++;
     trace_xen_block_request_invalid(r, r->req.id, r->req.operation,
                                     xen_blkif_verdict_name(verdict));
-    xen_block_guest_error(&q->dp->log_limiter, xen_block_queue_name(q),
-                          "request 0x%" PRIx64 " (operation %u) refused: %s",
-                          r->req.id, r->req.operation,
-                          xen_blkif_verdict_name(verdict));
+    xen_block_queue_guest_error(q, r, xen_blkif_verdict_name(verdict));
     block_acct_invalid(blk_get_stats(q->dp->blk),
                        xen_block_request_acct_type(r));
     xen_block_request_respond(r);
+}
+
+/*
+ * Copy an indirect request's descriptor pages once and validate the
+ * segments they hold.
+ */
+static XenBlkifVerdict xen_block_request_read_indirect(XenBlockRequest *r)
+{
+    XenBlockQueue *q = r->q;
+    unsigned int pages = xen_blkif_indirect_pages(r->req.nr_segments);
+    Error *local_err = NULL;
+
+    if (!xen_block_grants_read_pages(q->grants, r->req.indirect_gref, pages,
+                                     q->indirect_pages, q->copy_scratch,
+                                     &local_err)) {
+        xen_block_queue_guest_error(q, r, error_get_pretty(local_err));
+        error_free(local_err);
+        return XEN_BLKIF_BAD_SEGMENT;
+    }
+    return xen_blkif_parse_indirect(&q->dp->config.limits, &r->req,
+                                    q->indirect_pages, r->indirect_segs);
 }
 
 /* Copy slot @idx out of the ring, check it, and start it. */
 static void xen_block_request_parse(XenBlockRequest *r, uint32_t idx)
 {
     XenBlockQueue *q = r->q;
+    const XenBlkifLimits *limits = &q->dp->config.limits;
     XenBlkifVerdict verdict;
 
-    xen_blkif_copy_request(q->dp->abi, q->sring, q->ring.size, idx, &r->req);
+    xen_blkif_copy_request(q->dp->config.abi, q->sring, q->ring.size, idx,
+                           &r->req);
     r->segs = r->req.seg;
     r->nr_segs = 0;
     r->nr_sectors = 0;
     r->flushed = false;
-    q->stats.requests++;
+    q->stats->requests++;
     trace_xen_block_request_parse(r, r->req.id, r->req.operation,
                                   r->req.sector, r->req.nr_segments);
 
-    verdict = xen_blkif_validate(&q->dp->limits, &r->req);
+    verdict = xen_blkif_validate(limits, &r->req);
     if (verdict == XEN_BLKIF_OK && r->req.operation == BLKIF_OP_INDIRECT) {
-        verdict = XEN_BLKIF_NOT_OFFERED;    /* not offered (yet) */
+        verdict = xen_block_request_read_indirect(r);
+        r->segs = r->indirect_segs;
     }
     if (verdict != XEN_BLKIF_OK) {
         xen_block_request_reject(r, verdict);
@@ -398,21 +461,15 @@ static void xen_block_request_parse(XenBlockRequest *r, uint32_t idx)
     }
 
     r->nr_segs = r->req.nr_segments;
-    /* Validation already summed the segments; recompute the length. */
-    xen_blkif_check_segments(&q->dp->limits, &r->req, r->segs, r->nr_segs,
+    /* Validation checked the segments; this only sums their length. */
+    xen_blkif_check_segments(limits, &r->req, r->segs, r->nr_segs,
                              &r->nr_sectors);
-    q->stats.segments += r->nr_segs;
-    if (r->nr_segs) {
-        xen_block_request_build_qiov(r);
-    }
-    /* Writes (and flushes with data) bring their data in now. */
-    if (r->nr_segs && r->req.op != BLKIF_OP_READ &&
-        !xen_block_request_copy(r, false)) {
-        r->status = BLKIF_RSP_ERROR;
-        xen_block_request_respond(r);
+    q->stats->segments += r->nr_segs;
+    if (r->nr_segs == 0) {
+        xen_block_request_submit(r);    /* an empty flush */
         return;
     }
-    xen_block_request_submit(r);
+    xen_block_request_start_data(r);
 }
 
 /* ---- The ring ---- */
@@ -433,8 +490,6 @@ static void xen_block_queue_ring_broken(XenBlockQueue *q)
     }
 }
 
-static void xen_block_queue_process_bh(void *opaque);
-
 /*
  * Consume what the frontend published: at most one ring's worth per call,
  * so that a guest that keeps producing cannot keep us here.  Returns true
@@ -447,7 +502,7 @@ static bool xen_block_queue_process(XenBlockQueue *q)
     if (q->ring_broken) {
         return false;
     }
-    q->stats.ring_scans++;
+    q->stats->ring_scans++;
     defer_call_begin();
     for (;;) {
         unsigned int pending;
@@ -495,9 +550,7 @@ static void xen_block_queue_process_bh(void *opaque)
 /* Event channel handler (and poll handler), in the queue's AioContext. */
 static bool xen_block_queue_event(void *opaque)
 {
-    XenBlockQueue *q = opaque;
-
-    return xen_block_queue_process(q);
+    return xen_block_queue_process(opaque);
 }
 
 /* ---- Error policy: resume parked requests when the VM runs again ---- */
@@ -508,8 +561,8 @@ static void xen_block_queue_retry_parked(void *opaque)
     XenBlockRequest *r, *next;
 
     defer_call_begin();
-    QTAILQ_FOREACH_SAFE(r, &q->parked, parked_entry, next) {
-        QTAILQ_REMOVE(&q->parked, r, parked_entry);
+    QTAILQ_FOREACH_SAFE(r, &q->parked, wait_entry, next) {
+        QTAILQ_REMOVE(&q->parked, r, wait_entry);
         trace_xen_block_request_retry(r, r->req.id);
         xen_block_request_submit(r);
     }
@@ -521,7 +574,7 @@ static void xen_block_dataplane_vm_state(void *opaque, bool running,
 {
     XenBlockDataPlane *dp = opaque;
 
-    if (!running || !dp->started) {
+    if (!running || !dp->started || dp->stopping) {
         return;
     }
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
@@ -531,26 +584,50 @@ static void xen_block_dataplane_vm_state(void *opaque, bool running,
 
 /* ---- Setting a queue up and tearing it down ---- */
 
+static unsigned int xen_block_queue_max_segs(XenBlockDataPlane *dp)
+{
+    return MAX(BLKIF_MAX_SEGMENTS_PER_REQUEST,
+               MIN(dp->config.limits.max_indirect_segments,
+                   XEN_BLKIF_MAX_INDIRECT_SEGMENTS));
+}
+
 static bool xen_block_queue_alloc(XenBlockQueue *q, Error **errp)
 {
-    size_t per_req = (size_t)q->max_segs * XEN_BLKIF_PAGE_SIZE;
-    size_t total = per_req * q->ring.size;
+    XenBlockDataPlane *dp = q->dp;
+    unsigned int size = q->ring.size, pool_pages;
+    bool indirect = dp->config.limits.max_indirect_segments > 0;
 
-    q->requests = g_try_new0(XenBlockRequest, q->ring.size);
-    q->pages = qemu_try_memalign(qemu_real_host_page_size(), total);
-    if (!q->requests || !q->pages) {
-        error_setg(errp, "cannot allocate %zu bytes of request buffers",
-                   total);
+    q->max_segs = xen_block_queue_max_segs(dp);
+    /* Room for at least two of the largest requests, whatever the ring. */
+    pool_pages = MIN(size * q->max_segs,
+                     MAX(XEN_BLOCK_POOL_PAGES_MAX, 2 * q->max_segs));
+    q->grants = xen_block_grants_new(dp->xendev, q->ctx, pool_pages,
+                                     dp->config.persistent ?
+                                     dp->config.max_persistent_grants : 0,
+                                     q->stats);
+    q->requests = g_try_new0(XenBlockRequest, size);
+    q->copy_scratch = g_try_new0(XenDeviceGrantCopySegment, q->max_segs);
+    if (indirect) {
+        q->indirect_pages = g_try_malloc(
+            xen_blkif_indirect_pages(q->max_segs) * XEN_BLKIF_PAGE_SIZE);
+    }
+    if (!q->grants || !q->requests || !q->copy_scratch ||
+        (indirect && !q->indirect_pages)) {
+        error_setg(errp, "cannot allocate buffers for a ring of %u "
+                   "requests of up to %u segments", size, q->max_segs);
         return false;
     }
     QLIST_INIT(&q->free_list);
+    QTAILQ_INIT(&q->waiting);
     QTAILQ_INIT(&q->parked);
-    for (unsigned int i = 0; i < q->ring.size; i++) {
+    for (unsigned int i = 0; i < size; i++) {
         XenBlockRequest *r = &q->requests[i];
 
         r->q = q;
-        r->pages = q->pages + per_req * i;
-        r->copy = g_new0(XenDeviceGrantCopySegment, q->max_segs);
+        r->bufs = g_new(XenBlockSegBuf, q->max_segs);
+        if (indirect) {
+            r->indirect_segs = g_new(XenBlkifSegment, q->max_segs);
+        }
         qemu_iovec_init(&r->qiov, q->max_segs);
         QLIST_INSERT_HEAD(&q->free_list, r, free_entry);
     }
@@ -561,12 +638,15 @@ static void xen_block_queue_free(XenBlockQueue *q)
 {
     if (q->requests) {
         for (unsigned int i = 0; i < q->ring.size; i++) {
-            g_free(q->requests[i].copy);
+            g_free(q->requests[i].bufs);
+            g_free(q->requests[i].indirect_segs);
             qemu_iovec_destroy(&q->requests[i].qiov);
         }
     }
     g_clear_pointer(&q->requests, g_free);
-    g_clear_pointer(&q->pages, qemu_vfree);
+    g_clear_pointer(&q->grants, xen_block_grants_free);
+    g_clear_pointer(&q->copy_scratch, g_free);
+    g_clear_pointer(&q->indirect_pages, g_free);
 }
 
 static bool xen_block_queue_start(XenBlockQueue *q,
@@ -576,10 +656,11 @@ static bool xen_block_queue_start(XenBlockQueue *q,
     XenBlockDataPlane *dp = q->dp;
     XenDevice *xendev = dp->xendev;
 
-    q->ctx = dp->ctx;
+    q->iothread = cfg->iothread;
+    q->ctx = cfg->iothread ? iothread_get_aio_context(cfg->iothread)
+                           : qemu_get_aio_context();
     q->nr_ring_ref = cfg->nr_ring_ref;
     memcpy(q->ring_ref, cfg->ring_ref, sizeof(uint32_t) * cfg->nr_ring_ref);
-    q->max_segs = BLKIF_MAX_SEGMENTS_PER_REQUEST;
 
     q->sring = xen_device_map_grant_refs(xendev, q->ring_ref, q->nr_ring_ref,
                                          PROT_READ | PROT_WRITE, errp);
@@ -587,7 +668,7 @@ static bool xen_block_queue_start(XenBlockQueue *q,
         return false;
     }
     if (!xen_blkif_back_ring_init(&q->ring, q->sring, q->nr_ring_ref,
-                                  dp->abi)) {
+                                  dp->config.abi)) {
         error_setg(errp, "no ring of %u pages", q->nr_ring_ref);
         return false;
     }
@@ -620,52 +701,60 @@ static void xen_block_queue_detach_bh(void *opaque)
                                          &error_abort);
     g_clear_pointer(&q->process_bh, qemu_bh_delete);
     g_clear_pointer(&q->retry_bh, qemu_bh_delete);
+    if (q->grants) {
+        xen_block_grants_detach(q->grants);
+    }
+}
+
+/* Requests that will never be answered: there is no ring to answer on. */
+static void xen_block_queue_drop(XenBlockQueue *q, XenBlockRequestList *list)
+{
+    XenBlockRequest *r, *next;
+
+    QTAILQ_FOREACH_SAFE(r, list, wait_entry, next) {
+        QTAILQ_REMOVE(list, r, wait_entry);
+        if (r->has_bufs) {
+            xen_block_grants_release(q->grants, r->bufs, r->nr_segs);
+            r->has_bufs = false;
+        }
+        q->inflight--;
+    }
 }
 
 static void xen_block_queue_stop(XenBlockQueue *q)
 {
     XenDevice *xendev = q->dp->xendev;
-    XenBlockRequest *r, *next;
 
     if (q->channel) {
         xen_device_unbind_event_channel(xendev, q->channel, NULL);
         q->channel = NULL;
     }
-    /* Parked requests die with the ring: there is no one to answer. */
-    QTAILQ_FOREACH_SAFE(r, &q->parked, parked_entry, next) {
-        QTAILQ_REMOVE(&q->parked, r, parked_entry);
-        q->inflight--;
+    if (q->requests) {
+        xen_block_queue_drop(q, &q->parked);
+        xen_block_queue_drop(q, &q->waiting);
     }
     g_assert(q->inflight == 0);
     /* Bottom halves of a queue that failed to start were never used. */
     g_clear_pointer(&q->process_bh, qemu_bh_delete);
     g_clear_pointer(&q->retry_bh, qemu_bh_delete);
+    xen_block_queue_free(q);
     if (q->sring) {
         xen_device_unmap_grant_refs(xendev, q->sring, q->ring_ref,
                                     q->nr_ring_ref, NULL);
         q->sring = NULL;
     }
-    xen_block_queue_free(q);
     trace_xen_block_queue_stop(q, q->index);
 }
 
 /* ---- The dataplane ---- */
 
 XenBlockDataPlane *xen_block_dataplane_create(XenDevice *xendev,
-                                              BlockBackend *blk,
-                                              IOThread *iothread)
+                                              BlockBackend *blk)
 {
     XenBlockDataPlane *dp = g_new0(XenBlockDataPlane, 1);
 
     dp->xendev = xendev;
     dp->blk = blk;
-    dp->iothread = iothread;
-    if (iothread) {
-        object_ref(OBJECT(iothread));
-        dp->ctx = iothread_get_aio_context(iothread);
-    } else {
-        dp->ctx = qemu_get_aio_context();
-    }
     dp->vmstate = qemu_add_vm_change_state_handler(
         xen_block_dataplane_vm_state, dp);
     trace_xen_block_dataplane_create(dp);
@@ -688,16 +777,17 @@ void xen_block_dataplane_destroy(XenBlockDataPlane *dp)
     xen_block_dataplane_stop(dp);
     g_clear_pointer(&dp->ring_error_bh, qemu_bh_delete);
     qemu_del_vm_change_state_handler(dp->vmstate);
-    if (dp->iothread) {
-        object_unref(OBJECT(dp->iothread));
-    }
     trace_xen_block_dataplane_destroy(dp);
+    for (unsigned int i = 0; i < dp->nr_stats; i++) {
+        g_free(dp->stats_where[i]);
+    }
+    g_free(dp->stats_where);
+    g_free(dp->stats);
     g_free(dp);
 }
 
 bool xen_block_dataplane_start(XenBlockDataPlane *dp,
-                               const XenBlkifLimits *limits,
-                               XenBlkifAbi abi,
+                               const XenBlockDataPlaneConfig *config,
                                const XenBlockQueueConfig *queues,
                                unsigned int nr_queues,
                                Error **errp)
@@ -707,31 +797,54 @@ bool xen_block_dataplane_start(XenBlockDataPlane *dp,
     unsigned int nr_refs = 0;
 
     g_assert(!dp->started && nr_queues > 0);
-    dp->limits = *limits;
-    dp->abi = abi;
+    dp->config = *config;
     for (unsigned int i = 0; i < nr_queues; i++) {
         nr_refs += queues[i].nr_ring_ref;
+        if (config->persistent) {
+            nr_refs += config->max_persistent_grants;
+        }
     }
     xen_device_set_max_grant_refs(xendev, nr_refs, errp);
     if (*errp) {
         return false;
     }
-    if (dp->iothread &&
-        blk_set_aio_context(dp->blk, dp->ctx, errp) < 0) {
+    /*
+     * The block layer takes requests from any AioContext; its home is
+     * that of the first queue.
+     */
+    if (queues[0].iothread &&
+        blk_set_aio_context(dp->blk,
+                            iothread_get_aio_context(queues[0].iothread),
+                            errp) < 0) {
         return false;
     }
     dp->queues = g_new0(XenBlockQueue, nr_queues);
     dp->nr_queues = nr_queues;
+    if (nr_queues > dp->nr_stats) {
+        dp->stats = g_renew(XenBlockQueueStats, dp->stats, nr_queues);
+        dp->stats_where = g_renew(char *, dp->stats_where, nr_queues);
+        memset(&dp->stats[dp->nr_stats], 0,
+               sizeof(*dp->stats) * (nr_queues - dp->nr_stats));
+        memset(&dp->stats_where[dp->nr_stats], 0,
+               sizeof(char *) * (nr_queues - dp->nr_stats));
+        dp->nr_stats = nr_queues;
+    }
+    for (unsigned int i = 0; i < nr_queues; i++) {
+        g_free(dp->stats_where[i]);
+        dp->stats_where[i] = queues[i].iothread ?
+            object_get_canonical_path_component(OBJECT(queues[i].iothread)) :
+            g_strdup("main-loop");
+    }
+    dp->started = true;     /* from here, stop() undoes what was done */
     for (unsigned int i = 0; i < nr_queues; i++) {
         dp->queues[i].dp = dp;
         dp->queues[i].index = i;
+        dp->queues[i].stats = &dp->stats[i];
         if (!xen_block_queue_start(&dp->queues[i], &queues[i], errp)) {
-            dp->started = true;     /* so that stop undoes what was done */
             xen_block_dataplane_stop(dp);
             return false;
         }
     }
-    dp->started = true;
     /* Hand each queue to its AioContext, and look at its ring once. */
     for (unsigned int i = 0; i < nr_queues; i++) {
         XenBlockQueue *q = &dp->queues[i];
@@ -741,7 +854,8 @@ bool xen_block_dataplane_start(XenBlockDataPlane *dp,
         /* Requests may have been published before we listened. */
         qemu_bh_schedule(q->process_bh);
     }
-    trace_xen_block_dataplane_start(dp, xen_blkif_abi_name(abi), nr_queues);
+    trace_xen_block_dataplane_start(dp, xen_blkif_abi_name(config->abi),
+                                    nr_queues);
     return true;
 }
 
@@ -771,7 +885,7 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dp)
     }
     g_clear_pointer(&dp->queues, g_free);
     dp->nr_queues = 0;
-    if (dp->iothread) {
+    if (blk_get_aio_context(dp->blk) != qemu_get_aio_context()) {
         blk_set_aio_context(dp->blk, qemu_get_aio_context(), &error_abort);
     }
     dp->started = false;
@@ -785,7 +899,7 @@ void xen_block_dataplane_resize(XenBlockDataPlane *dp, uint64_t disk_sectors)
      * racing with a resize sees the old or the new size, both of which
      * the block layer accepts.
      */
-    qatomic_set(&dp->limits.disk_sectors, disk_sectors);
+    qatomic_set(&dp->config.limits.disk_sectors, disk_sectors);
 }
 
 void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)
@@ -794,9 +908,8 @@ void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)
         return;
     }
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
-        XenBlockQueue *q = &dp->queues[i];
-
-        xen_device_set_event_channel_context(dp->xendev, q->channel, NULL,
+        xen_device_set_event_channel_context(dp->xendev,
+                                             dp->queues[i].channel, NULL,
                                              &error_abort);
     }
 }
@@ -818,14 +931,22 @@ void xen_block_dataplane_drained_end(XenBlockDataPlane *dp)
 bool xen_block_dataplane_get_stats(XenBlockDataPlane *dp, unsigned int queue,
                                    XenBlockQueueStats *stats)
 {
-    if (!dp || !dp->started || queue >= dp->nr_queues) {
+    if (!dp || queue >= dp->nr_stats) {
         return false;
     }
-    *stats = dp->queues[queue].stats;
+    /* Main loop, while the queue may count in its thread: each field is
+     * read whole, which is all a counter needs. */
+    *stats = dp->stats[queue];
     return true;
 }
 
 unsigned int xen_block_dataplane_nr_queues(XenBlockDataPlane *dp)
 {
-    return dp && dp->started ? dp->nr_queues : 0;
+    return dp ? dp->nr_stats : 0;
+}
+
+const char *xen_block_dataplane_queue_where(XenBlockDataPlane *dp,
+                                           unsigned int queue)
+{
+    return dp && queue < dp->nr_stats ? dp->stats_where[queue] : NULL;
 }

@@ -23,12 +23,21 @@
 
 typedef struct XenBlockDataPlane XenBlockDataPlane;
 
-/* One queue as the frontend published it. */
+/* One queue as the frontend published it, and where it will run. */
 typedef struct XenBlockQueueConfig {
     uint32_t ring_ref[1u << XEN_BLKIF_MAX_RING_PAGE_ORDER];
     unsigned int nr_ring_ref;
     unsigned int event_channel;
+    IOThread *iothread;         /* NULL: the main loop */
 } XenBlockQueueConfig;
+
+/* What was negotiated for the whole device. */
+typedef struct XenBlockDataPlaneConfig {
+    XenBlkifLimits limits;      /* what we offered; the disk's size */
+    XenBlkifAbi abi;
+    bool persistent;            /* both sides advertised feature-persistent */
+    unsigned int max_persistent_grants;     /* per queue */
+} XenBlockDataPlaneConfig;
 
 /* Per-queue counters, for QMP and for tests that count (never time). */
 typedef struct XenBlockQueueStats {
@@ -36,14 +45,17 @@ typedef struct XenBlockQueueStats {
     uint64_t segments;
     uint64_t invalid;               /* refused by validation */
     uint64_t grant_copies;          /* grant-copy batches */
+    uint64_t grant_maps;            /* persistent grants mapped */
+    uint64_t grant_unmaps;          /* persistent grants purged */
+    uint64_t persistent_hits;       /* segments served from a mapping */
     uint64_t notifications;         /* sent to the frontend */
     uint64_t notifications_suppressed;  /* not needed, not sent */
     uint64_t ring_scans;            /* times the ring was looked at */
+    uint64_t waits_for_buffers;     /* requests that waited for pages */
 } XenBlockQueueStats;
 
 XenBlockDataPlane *xen_block_dataplane_create(XenDevice *xendev,
-                                              BlockBackend *blk,
-                                              IOThread *iothread);
+                                              BlockBackend *blk);
 void xen_block_dataplane_destroy(XenBlockDataPlane *dataplane);
 
 /*
@@ -55,13 +67,9 @@ void xen_block_dataplane_set_ring_error_cb(XenBlockDataPlane *dataplane,
                                            XenBlockRingErrorFunc *cb,
                                            void *opaque);
 
-/*
- * Map the rings, bind the event channels and start serving.  @limits is
- * what the backend offered (and the disk's size); it is copied.
- */
+/* Map the rings, bind the event channels and start serving. */
 bool xen_block_dataplane_start(XenBlockDataPlane *dataplane,
-                               const XenBlkifLimits *limits,
-                               XenBlkifAbi abi,
+                               const XenBlockDataPlaneConfig *config,
                                const XenBlockQueueConfig *queues,
                                unsigned int nr_queues,
                                Error **errp);
@@ -77,10 +85,17 @@ void xen_block_dataplane_resize(XenBlockDataPlane *dataplane,
 void xen_block_dataplane_drained_begin(XenBlockDataPlane *dataplane);
 void xen_block_dataplane_drained_end(XenBlockDataPlane *dataplane);
 
+/*
+ * Counters are kept per queue index for the dataplane's life, across
+ * reconnections: nr_queues is the most queues ever connected.
+ */
 unsigned int xen_block_dataplane_nr_queues(XenBlockDataPlane *dataplane);
 bool xen_block_dataplane_get_stats(XenBlockDataPlane *dataplane,
                                    unsigned int queue,
                                    XenBlockQueueStats *stats);
+/* The id of the IOThread that served a queue last ("main-loop"). */
+const char *xen_block_dataplane_queue_where(XenBlockDataPlane *dataplane,
+                                           unsigned int queue);
 
 /*
  * Log a guest mistake with LOG_GUEST_ERROR: the first one, then at most

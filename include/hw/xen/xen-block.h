@@ -13,11 +13,16 @@
 #include "hw/block/xen_vbd.h"
 #include "hw/block/dataplane/xen-block.h"
 #include "system/iothread.h"
+#include "qapi/qapi-types-virtio.h"
 #include "qom/object.h"
 
 #define TYPE_XEN_BLOCK_DEVICE   "xen-block"
 #define TYPE_XEN_DISK_DEVICE    "xen-disk"
 #define TYPE_XEN_CDROM_DEVICE   "xen-cdrom"
+
+/* Queues a frontend may ask for: default and limit. */
+#define XEN_BLOCK_DEFAULT_QUEUES    4
+#define XEN_BLOCK_MAX_QUEUES        64
 
 OBJECT_DECLARE_TYPE(XenBlockDevice, XenBlockDeviceClass, XEN_BLOCK_DEVICE)
 
@@ -35,6 +40,12 @@ struct XenBlockDevice {
     BlockConf conf;
     uint32_t max_ring_page_order;
     IOThread *iothread;
+    IOThreadVirtQueueMappingList *iothread_vq_mapping;
+    uint32_t max_queues;
+    uint32_t max_indirect_segments;
+    bool persistent;
+    uint32_t max_persistent_grants;
+    IOThread **queue_iothreads;     /* resolved mapping, max_queues long */
 
     /* set by the subclass at realize */
     const char *device_type;    /* "disk" or "cdrom" */

@@ -1,0 +1,285 @@
+/*
+ * Xen block dataplane: where request data lives (qemu-xen-block)
+ *
+ * Pool pages: preallocated, handed out one per segment from a stack.
+ * Persistent grants: a hash table from grant reference to a page mapped
+ * once; a segment whose grant is in it is served in place.  When the table
+ * is full, new grants are copied instead, and a bottom half (off the
+ * request path) unmaps the least recently used idle mappings to make room.
+ *
+ * This work is licensed under the terms of the GNU GPL, version 2 or later.
+ * See the COPYING file in the top-level directory.
+ */
+
+#include "qemu/osdep.h"
+#include "qapi/error.h"
+#include "qemu/main-loop.h"
+#include "qemu/memalign.h"
+#include "block/aio.h"
+#include "hw/block/dataplane/xen-block-grants.h"
+#include "trace.h"
+
+struct XenBlockPersistentGrant {
+    uint32_t gref;
+    uint8_t *page;
+    unsigned int in_use;        /* segments of requests in flight */
+    uint64_t last_used;
+};
+
+struct XenBlockGrants {
+    XenDevice *xendev;
+    uint8_t *pool;
+    uint8_t **free_pages;       /* a stack of pool pages */
+    unsigned int nr_free;
+    unsigned int pool_pages;
+    GHashTable *persistent;     /* gref -> XenBlockPersistentGrant */
+    unsigned int max_persistent;
+    uint64_t clock;             /* advances once per acquire */
+    QEMUBH *purge_bh;
+    XenBlockQueueStats *stats;
+};
+
+static void xen_block_grants_purge(void *opaque);
+
+XenBlockGrants *xen_block_grants_new(XenDevice *xendev, AioContext *ctx,
+                                     unsigned int pool_pages,
+                                     unsigned int max_persistent,
+                                     XenBlockQueueStats *stats)
+{
+    XenBlockGrants *g = g_new0(XenBlockGrants, 1);
+
+    g->xendev = xendev;
+    g->stats = stats;
+    g->pool_pages = pool_pages;
+    g->pool = qemu_try_memalign(qemu_real_host_page_size(),
+                                (size_t)pool_pages * XEN_BLKIF_PAGE_SIZE);
+    g->free_pages = g_try_new(uint8_t *, pool_pages);
+    if (!g->pool || !g->free_pages) {
+        qemu_vfree(g->pool);
+        g_free(g->free_pages);
+        g_free(g);
+        return NULL;
+    }
+    for (unsigned int i = 0; i < pool_pages; i++) {
+        g->free_pages[g->nr_free++] = g->pool + (size_t)i * XEN_BLKIF_PAGE_SIZE;
+    }
+    g->max_persistent = max_persistent;
+    if (max_persistent) {
+        g->persistent = g_hash_table_new(g_direct_hash, g_direct_equal);
+        g->purge_bh = aio_bh_new(ctx, xen_block_grants_purge, g);
+    }
+    return g;
+}
+
+void xen_block_grants_detach(XenBlockGrants *g)
+{
+    g_clear_pointer(&g->purge_bh, qemu_bh_delete);
+}
+
+static void xen_block_grants_unmap(XenBlockGrants *g,
+                                   XenBlockPersistentGrant *pg)
+{
+    xen_device_unmap_grant_refs(g->xendev, pg->page, &pg->gref, 1, NULL);
+    trace_xen_block_grants_unmap(g, pg->gref);
+    g->stats->grant_unmaps++;
+    g_free(pg);
+}
+
+void xen_block_grants_free(XenBlockGrants *g)
+{
+    if (!g) {
+        return;
+    }
+    xen_block_grants_detach(g);
+    if (g->persistent) {
+        GHashTableIter iter;
+        gpointer value;
+
+        g_hash_table_iter_init(&iter, g->persistent);
+        while (g_hash_table_iter_next(&iter, NULL, &value)) {
+            xen_block_grants_unmap(g, value);
+        }
+        g_hash_table_destroy(g->persistent);
+    }
+    qemu_vfree(g->pool);
+    g_free(g->free_pages);
+    g_free(g);
+}
+
+static gint xen_block_grants_older(gconstpointer a, gconstpointer b)
+{
+    const XenBlockPersistentGrant *x = *(XenBlockPersistentGrant **)a;
+    const XenBlockPersistentGrant *y = *(XenBlockPersistentGrant **)b;
+
+    return x->last_used < y->last_used ? -1 : x->last_used > y->last_used;
+}
+
+/*
+ * Unmap the least recently used eighth of the idle mappings, so that new
+ * grants can be mapped again.  A bottom half: never on the request path.
+ */
+static void xen_block_grants_purge(void *opaque)
+{
+    XenBlockGrants *g = opaque;
+    g_autoptr(GPtrArray) idle = g_ptr_array_new();
+    GHashTableIter iter;
+    gpointer value;
+    guint n;
+
+    g_hash_table_iter_init(&iter, g->persistent);
+    while (g_hash_table_iter_next(&iter, NULL, &value)) {
+        if (((XenBlockPersistentGrant *)value)->in_use == 0) {
+            g_ptr_array_add(idle, value);
+        }
+    }
+    g_ptr_array_sort(idle, xen_block_grants_older);
+    n = MIN(idle->len, g->max_persistent / 8 + 1);
+    for (guint i = 0; i < n; i++) {
+        XenBlockPersistentGrant *pg = g_ptr_array_index(idle, i);
+
+        g_hash_table_remove(g->persistent, GUINT_TO_POINTER(pg->gref));
+        xen_block_grants_unmap(g, pg);
+    }
+}
+
+/* Map one grant to keep; NULL if it cannot be (read-only, not ours...). */
+static XenBlockPersistentGrant *xen_block_grants_map(XenBlockGrants *g,
+                                                     uint32_t gref)
+{
+    XenBlockPersistentGrant *pg;
+    void *page;
+
+    page = xen_device_map_grant_refs(g->xendev, &gref, 1,
+                                     PROT_READ | PROT_WRITE, NULL);
+    if (!page) {
+        return NULL;
+    }
+    pg = g_new0(XenBlockPersistentGrant, 1);
+    pg->gref = gref;
+    pg->page = page;
+    g_hash_table_insert(g->persistent, GUINT_TO_POINTER(gref), pg);
+    trace_xen_block_grants_map(g, gref);
+    g->stats->grant_maps++;
+    return pg;
+}
+
+bool xen_block_grants_acquire(XenBlockGrants *g, const XenBlkifSegment *segs,
+                              unsigned int n, XenBlockSegBuf *bufs)
+{
+    unsigned int misses = 0;
+
+    /*
+     * Every segment whose grant is not mapped yet may end up in a pool
+     * page (its mapping may fail): make sure there are enough first, so
+     * that we never hold half a request.
+     */
+    for (unsigned int i = 0; i < n; i++) {
+        if (!g->persistent ||
+            !g_hash_table_contains(g->persistent,
+                                   GUINT_TO_POINTER(segs[i].gref))) {
+            misses++;
+        }
+    }
+    if (misses > g->nr_free) {
+        return false;
+    }
+    g->clock++;
+    for (unsigned int i = 0; i < n; i++) {
+        XenBlockPersistentGrant *pg = NULL;
+
+        if (g->persistent) {
+            pg = g_hash_table_lookup(g->persistent,
+                                     GUINT_TO_POINTER(segs[i].gref));
+            if (pg) {
+                g->stats->persistent_hits++;
+            } else if (g_hash_table_size(g->persistent) < g->max_persistent) {
+                pg = xen_block_grants_map(g, segs[i].gref);
+            } else {
+                qemu_bh_schedule(g->purge_bh);  /* make room for later */
+            }
+        }
+        if (pg) {
+            pg->in_use++;
+            pg->last_used = g->clock;
+            bufs[i].pgrant = pg;
+            bufs[i].data = pg->page +
+                           segs[i].first_sect * XEN_BLKIF_SECTOR_SIZE;
+        } else {
+            bufs[i].pgrant = NULL;
+            bufs[i].data = g->free_pages[--g->nr_free];
+        }
+    }
+    return true;
+}
+
+void xen_block_grants_release(XenBlockGrants *g, XenBlockSegBuf *bufs,
+                              unsigned int n)
+{
+    for (unsigned int i = 0; i < n; i++) {
+        if (bufs[i].pgrant) {
+            bufs[i].pgrant->in_use--;
+        } else {
+            g->free_pages[g->nr_free++] = bufs[i].data;
+        }
+    }
+}
+
+unsigned int xen_block_grants_free_pages(XenBlockGrants *g)
+{
+    return g->nr_free;
+}
+
+bool xen_block_grants_copy(XenBlockGrants *g, const XenBlkifSegment *segs,
+                           const XenBlockSegBuf *bufs, unsigned int n,
+                           bool to_guest, XenDeviceGrantCopySegment *scratch,
+                           Error **errp)
+{
+    ERRP_GUARD();
+    unsigned int count = 0;
+
+    for (unsigned int i = 0; i < n; i++) {
+        XenDeviceGrantCopySegment *c = &scratch[count];
+        unsigned int offset = segs[i].first_sect * XEN_BLKIF_SECTOR_SIZE;
+
+        if (bufs[i].pgrant) {
+            continue;       /* in place: nothing to copy */
+        }
+        c->len = (segs[i].last_sect - segs[i].first_sect + 1) *
+                 XEN_BLKIF_SECTOR_SIZE;
+        if (to_guest) {
+            c->source.virt = bufs[i].data;
+            c->dest.foreign.ref = segs[i].gref;
+            c->dest.foreign.offset = offset;
+        } else {
+            c->source.foreign.ref = segs[i].gref;
+            c->source.foreign.offset = offset;
+            c->dest.virt = bufs[i].data;
+        }
+        count++;
+    }
+    if (!count) {
+        return true;
+    }
+    g->stats->grant_copies++;
+    xen_device_copy_grant_refs(g->xendev, to_guest, scratch, count, errp);
+    return !*errp;
+}
+
+bool xen_block_grants_read_pages(XenBlockGrants *g, const uint32_t *grefs,
+                                 unsigned int n, void *buf,
+                                 XenDeviceGrantCopySegment *scratch,
+                                 Error **errp)
+{
+    ERRP_GUARD();
+
+    for (unsigned int i = 0; i < n; i++) {
+        scratch[i] = (XenDeviceGrantCopySegment) {
+            .source.foreign.ref = grefs[i],
+            .dest.virt = (uint8_t *)buf + (size_t)i * XEN_BLKIF_PAGE_SIZE,
+            .len = XEN_BLKIF_PAGE_SIZE,
+        };
+    }
+    g->stats->grant_copies++;
+    xen_device_copy_grant_refs(g->xendev, false, scratch, n, errp);
+    return !*errp;
+}

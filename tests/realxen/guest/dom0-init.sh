@@ -1,0 +1,342 @@
+#!/bin/bash
+# PID 1 of dom0 (after the initramfs): start the toolstack, create the test
+# domU, drive the steps only dom0 can do (hot-plug, resize), check what dom0
+# can see, print one "CHECK <name> PASS|FAIL|SKIP <detail>" line per check,
+# then end the outer QEMU through isa-debug-exit.
+#
+# The backend comes from the kernel command line: xblk.backend=stock|ours.
+# Sync with the domU: the domU prints "XBLK-SYNC <step>" lines on its
+# console (hvc0), which xenconsoled logs here; dom0 waits for them with a
+# deadline.  The domU waits for what it can see (a new /dev/xvdb, a size
+# change), also with deadlines.  Every step has one; nothing sleeps a fixed
+# time to synchronise.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+XEN=/usr/lib/xen-4.17/bin
+DOMU=xbtest
+CONSOLE_LOG=/var/log/xen/console/guest-$DOMU.log
+OURS=/opt/qemu-xen-block/bin/qemu-system-i386
+STOCK=/usr/libexec/xen-qemu-system-i386
+RESIZE_GROW=$((32 << 20))
+T0=$(date +%s)
+
+step() { echo "XBLK-STEP [$(($(date +%s) - T0)) s] $*"; }
+declare -A reported
+check() { reported[$1]=1; echo "CHECK $1 $2 ${*:3}"; }
+
+# Leave the outer QEMU: isa-debug-exit turns value v into exit status 2v+1.
+leave() {
+    sync
+    printf "\\x$1" | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+    # not reached unless /dev/port failed
+    echo "XBLK-FATAL isa-debug-exit did not end QEMU"
+    poweroff -f
+}
+
+# wait_for SECS CMD...: run CMD until it succeeds; false after SECS.
+wait_for() {
+    local end=$(($(date +%s) + $1))
+    shift
+    until "$@"; do
+        [ "$(date +%s)" -ge $end ] && return 1
+        sleep 0.2
+    done
+}
+
+domu_alive() { "$XEN/xl" domid "$DOMU" >/dev/null 2>&1; }
+# The console log has CRLF line ends: drop the CRs before matching.
+console_has() { tr -d '\r' < "$CONSOLE_LOG" 2>/dev/null | grep -aqE "$1"; }
+
+# wait_sync STEP SECS: wait for the domU's "XBLK-SYNC STEP" (or its
+# "XBLK-SYNC abort", or its death).  Prints what happened: STEP, abort,
+# dead or timeout.
+wait_sync() {
+    local end=$(($(date +%s) + $2)) n=0
+    while :; do
+        if console_has "^XBLK-SYNC $1( |\$)"; then echo "$1"; return; fi
+        if console_has '^XBLK-SYNC abort'; then echo abort; return; fi
+        # the domain list costs more than a grep: every ~2 s
+        if [ $((n++ % 10)) = 9 ] && ! domu_alive; then echo dead; return; fi
+        [ "$(date +%s)" -ge $end ] && { echo timeout; return; }
+        sleep 0.2
+    done
+}
+
+# The value a domU sync line carries: sync_value STEP KEY
+sync_value() {
+    grep -a "^XBLK-SYNC $1 " "$CONSOLE_LOG" | tail -1 | tr -d '\r' |
+        sed -n "s/.* $2=\([^ ]*\).*/\1/p"
+}
+
+setup() {
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mkdir -p /dev/pts /dev/shm
+    mount -t devpts devpts /dev/pts
+    mount -t tmpfs tmpfs /run
+    mount -t tmpfs tmpfs /tmp
+    mkdir -p /run/lock /run/xen /run/xenstored /var/log/xen/console \
+             /var/lib/xen /var/lib/xenstored
+    rm -f /var/log/xen/console/* /var/log/xen/*.log
+    mount -t xenfs xenfs /proc/xen || { step "no xenfs"; return 1; }
+    grep -q control_d /proc/xen/capabilities || { step "not the control domain"; return 1; }
+    hostname dom0
+}
+
+start_toolstack() {
+    "$XEN/xenstored" --pid-file /run/xenstored.pid || { step "xenstored failed"; return 1; }
+    "$XEN/xen-init-dom0" > /run/xen-init-dom0.log 2>&1 ||
+        { step "xen-init-dom0 failed: $(tail -2 /run/xen-init-dom0.log)"; return 1; }
+    "$XEN/xenconsoled" --pid-file /run/xenconsoled.pid --log=guest \
+        --log-dir=/var/log/xen/console || { step "xenconsoled failed"; return 1; }
+}
+
+# The domU's console, streamed to ours with a prefix (for the serial log).
+stream_domu_console() {
+    ( tail -n +1 -F "$CONSOLE_LOG" 2>/dev/null |
+          sed -u -e 's/\r$//' -e 's/^/domU| /' ) &
+}
+
+write_config() {
+    local backend=$1 run=$2 dm=""
+    [ "$backend" = ours ] && dm="device_model_override = \"$OURS\""
+    cat > /run/$DOMU.cfg <<EOF
+name = "$DOMU"
+type = "pv"
+kernel = "/realxen/vmlinuz"
+ramdisk = "/realxen/domu-initrd.cpio.gz"
+extra = "console=hvc0 quiet loglevel=4 xen_blkfront.max_ring_page_order=4 xen_blkfront.max_indirect_segments=256 xblk.run=$run"
+memory = 384
+vcpus = 2
+disk = [ 'format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/images/disk.img',
+         'format=raw, vdev=xvdc, access=ro, backendtype=qdisk, target=/images/ro.img' ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+$dm
+EOF
+}
+
+# Which QEMU serves the domU's disks: its process, binary, command line
+# and version.  Sets QEMU_PID and QEMU_EXE.
+QEMU_PID="" QEMU_EXE=""
+report_qemu() {
+    local domid=$1 p cmd
+    for p in /proc/[0-9]*; do
+        cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+        case "$cmd" in *"-xen-domid $domid "*) ;; *) continue ;; esac
+        QEMU_EXE=$(readlink "$p/exe")
+        QEMU_PID=${p#/proc/}
+        echo "XBLK-QEMU pid=$QEMU_PID exe=$QEMU_EXE"
+        echo "XBLK-QEMU cmdline=$cmd"
+        echo "XBLK-QEMU version=$("$QEMU_EXE" --version 2>&1 | head -1)"
+        return 0
+    done
+    echo "XBLK-QEMU none: no process with -xen-domid $domid"
+    return 1
+}
+
+snapshot_xenstore() {
+    local domid=$1
+    xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" > /run/xs-backend 2>&1
+    xenstore-ls -f "/local/domain/$domid/device/vbd" > /run/xs-frontend 2>&1
+    sed 's/^/XBLK-XS /' /run/xs-backend /run/xs-frontend
+}
+
+hotplug_attach() {
+    local out rc
+    out=$(timeout 60 "$XEN/xl" block-attach "$DOMU" \
+          'format=qcow2, vdev=xvdb, access=rw, backendtype=qdisk, target=/images/hot.qcow2' 2>&1)
+    rc=$?
+    if [ $rc = 0 ]; then
+        check hotplug-attach PASS "xl block-attach xvdb (qcow2)"
+    else
+        check hotplug-attach FAIL "xl block-attach rc=$rc: $(echo "$out" | tail -2 | tr '\n' ' ')"
+    fi
+}
+
+hotplug_detach() {
+    local domid=$1 out rc
+    out=$(timeout 60 "$XEN/xl" block-detach "$DOMU" xvdb 2>&1)
+    rc=$?
+    if [ $rc != 0 ]; then
+        check hotplug-detach FAIL "xl block-detach rc=$rc: $(echo "$out" | tail -2 | tr '\n' ' ')"
+    elif xenstore-exists "/local/domain/0/backend/qdisk/$domid/51728"; then
+        check hotplug-detach FAIL "xl block-detach rc=0 but the backend node remains"
+    else
+        check hotplug-detach PASS "xl block-detach xvdb, backend node gone"
+        return 0
+    fi
+    return 1
+}
+
+# After the detach: the qcow2 is consistent and holds what the domU wrote.
+hotplug_image() {
+    local gen=$1 run=$2 out
+    if ! out=$(qemu-img check -q /images/hot.qcow2 2>&1); then
+        check hotplug-image FAIL "qemu-img check: $(echo "$out" | head -2 | tr '\n' ' ')"
+        return
+    fi
+    if [ -z "$gen" ]; then
+        check hotplug-image FAIL "the domU wrote no data to xvdb"
+        return
+    fi
+    qemu-img convert -O raw /images/hot.qcow2 /tmp/hot.raw &&
+    out=$(/realxen/xbverify verify /tmp/hot.raw 0 end "$gen" -r "$run" -b 2>&1)
+    if [ $? = 0 ]; then
+        check hotplug-image PASS "qemu-img check clean; dom0 verified the domU's data in the qcow2"
+    else
+        check hotplug-image FAIL "$(echo "$out" | tail -3 | tr '\n' ' ')"
+    fi
+    rm -f /tmp/hot.raw
+}
+
+resize() {
+    local domid=$1 old new out
+    old=$(stat -c %s /images/disk.img)
+    new=$((old + RESIZE_GROW))
+    out=$(timeout 30 python3 /realxen/qmp.py "/var/run/xen/qmp-libxl-$domid" \
+          resize /images/disk.img "$new" 2>&1)
+    if [ $? = 0 ]; then
+        check resize-qmp PASS "block_resize $old -> $new bytes: $out"
+    else
+        check resize-qmp FAIL "$(echo "$out" | tail -2 | tr '\n' ' ')"
+    fi
+}
+
+# Fail the checks of the steps that were not reached.
+fail_unreported() {
+    local why=$1 c
+    shift
+    for c in "$@"; do
+        [ -n "${reported[$c]:-}" ] || check "$c" FAIL "$why"
+    done
+}
+
+# Re-emit the domU's checks and run the feature check.  A disk the domU
+# never saw gets the device model's word on it, if it said one.
+domu_results() {
+    local domid=$1 line dev why
+    grep -a '^XBLK-CHECK ' "$CONSOLE_LOG" | tr -d '\r' | sed 's/^XBLK-//' |
+    while IFS= read -r line; do
+        dev=$(echo "$line" | sed -n 's/.* FAIL no \/dev\/xvd\([a-c]\)\b.*/\1/p')
+        if [ -n "$dev" ]; then
+            why=$(grep -a "device '$((51712 + 16 * ($(printf '%d' "'$dev") - 97)))'" \
+                  "/var/log/xen/qemu-dm-$DOMU.log" 2>/dev/null | head -1)
+            [ -n "$why" ] && line="$line (qemu-dm: $why)"
+        fi
+        echo "$line"
+    done
+    if [ -s /run/xs-backend ]; then
+        python3 /realxen/features.py /run/xs-backend /run/xs-frontend \
+            "$CONSOLE_LOG" "$domid"
+    else
+        check features FAIL "no xenstore snapshot (the domU never reached the hot-plug step)"
+    fi
+}
+
+main() {
+    local backend run domid="" state ro_sum want
+    setup || leave 01
+    backend=$(sed -n 's/.*xblk\.backend=\([a-z]*\).*/\1/p' /proc/cmdline)
+    step "dom0 init: backend=$backend kernel=$(uname -r) xen=$(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor)$(cat /sys/hypervisor/version/extra)"
+    case $backend in stock|ours) ;; *) step "bad xblk.backend"; leave 01 ;; esac
+    start_toolstack || leave 01
+    step "toolstack up"
+    run=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+    ro_sum=$(sha256sum < /images/ro.img)
+    write_config "$backend" "$run"
+    stream_domu_console
+
+    step "xl create ($backend)"
+    if timeout 120 "$XEN/xl" create /run/$DOMU.cfg > /run/xl-create.log 2>&1; then
+        domid=$("$XEN/xl" domid "$DOMU")
+        report_qemu "$domid"
+        want=$STOCK
+        [ "$backend" = ours ] && want=$OURS
+        if [ "$QEMU_EXE" = "$want" ]; then
+            check domu-create PASS "domid $domid, disks served by $want (pid $QEMU_PID)"
+        else
+            check domu-create FAIL "domid $domid, served by '${QEMU_EXE:-nothing}', not $want"
+        fi
+    else
+        check domu-create FAIL "xl create: $(tail -3 /run/xl-create.log | tr '\n' ' ')"
+        sed 's/^/XBLK-XL /' /run/xl-create.log | tail -20
+        domid=$("$XEN/xl" domid "$DOMU" 2>/dev/null || true)
+        [ -n "$domid" ] && report_qemu "$domid"
+    fi
+    step "domU ${domid:-not} created"
+
+    # 1. The domU boots, runs the control, the verified I/O, flush,
+    #    discard, mkfs and the read-only checks, then asks for the hot-plug.
+    state=$(wait_sync hotplug-ready 180)   # boot, control, I/O checks, mkfs
+    step "domU: $state"
+    if [ "$state" = hotplug-ready ]; then
+        snapshot_xenstore "$domid"
+        hotplug_attach
+        state=$(wait_sync detach-ready 90)
+        step "domU: $state"
+    fi
+    if [ "$state" = detach-ready ]; then
+        if hotplug_detach "$domid"; then
+            hotplug_image "$(sync_value detach-ready gen)" "$run"
+        else
+            check hotplug-image FAIL "not checked: the detach failed, the image is still in use"
+        fi
+        state=$(wait_sync resize-ready 60)
+        step "domU: $state"
+    fi
+    if [ "$state" = resize-ready ]; then
+        resize "$domid"
+        state=$(wait_sync finished 90)
+        step "domU: $state"
+    fi
+    fail_unreported "not run: the domU's state is '$state'" \
+        hotplug-attach hotplug-detach hotplug-image resize-qmp
+
+    # Is the device model that served the disks still alive?  Asked while
+    # the domU waits for xvda to go away (its cue to power off), so that a
+    # QEMU stopped by the domain's end is not mistaken for one that died.
+    if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        check qemu-alive PASS "pid $QEMU_PID running after all steps"
+    elif [ -n "$QEMU_PID" ] && ! domu_alive; then
+        check qemu-alive FAIL "pid $QEMU_PID ended with the domU (state '$state'): not checked while it ran"
+    elif [ -n "$QEMU_PID" ]; then
+        check qemu-alive FAIL "pid $QEMU_PID died: $(dmesg | grep -E 'segfault|traps:' | tail -1) $(tail -3 /var/log/xen/qemu-dm-$DOMU.log 2>/dev/null | tr '\n' ' ')"
+    else
+        check qemu-alive FAIL "no device model was found"
+    fi
+    if [ "$state" = finished ]; then
+        timeout 60 "$XEN/xl" block-detach "$DOMU" xvda > /run/detach-xvda.log 2>&1 ||
+            step "xl block-detach xvda failed: $(tail -1 /run/detach-xvda.log)"
+    fi
+
+    # 2. The domU powers itself off (if it is not stuck: then at once).
+    local grace=60
+    case $state in finished|abort|dead) ;; *) grace=5 ;; esac
+    if wait_for $grace bash -c "! $XEN/xl domid $DOMU >/dev/null 2>&1"; then
+        if [ "$state" = finished ]; then
+            check domu-exit PASS "finished its steps and powered off"
+        else
+            check domu-exit FAIL "gone without finishing (state '$state')"
+        fi
+    else
+        check domu-exit FAIL "still running $grace s after '$state': destroyed"
+        timeout 30 "$XEN/xl" destroy "$DOMU"
+    fi
+
+    if [ "$(sha256sum < /images/ro.img)" = "$ro_sum" ]; then
+        check readonly-image PASS "ro.img unchanged (sha256)"
+    else
+        check readonly-image FAIL "ro.img changed"
+    fi
+    domu_results "$domid"
+
+    sed 's/^/XBLK-DMLOG /' "/var/log/xen/qemu-dm-$DOMU.log" 2>/dev/null | tail -25
+    step "done"
+    echo "XBLK-DONE"
+    leave 00
+}
+
+main
+leave 01
