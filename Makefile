@@ -1,6 +1,6 @@
 # qemu-xen-block: entry points.
 #
-#   make demo      build our qemu-system-i386 and show the device it carries
+#   make demo      build, then a simulated guest's verified I/O and a benchmark
 #   make check     run every test layer (the CI command)
 #   make qemu      build qemu-system-i386 (build/qemu-release)
 #   make qemu-asan build it with AddressSanitizer and UBSan (build/qemu-asan)
@@ -54,8 +54,8 @@ qemu: deps
 qemu-asan: deps
 	scripts/build-qemu.sh asan
 
-demo: qemu
-	scripts/demo.sh
+demo: qemu xensim
+	scripts/demo.py
 
 # ---- unit tests: GLib g_test, TAP output ----
 

@@ -539,6 +539,33 @@ def t_qcow2(c):
                      '--size', 4 * MiB), 'qcow2 disk')
 
 
+@test('nbd-export')
+def t_nbd(c):
+    """A disk served over NBD: storage beyond one machine's file."""
+    sock = os.path.join(c.tmp, 'nbd.sock')
+    nbd = subprocess.Popen(['nbdkit', '--foreground', '--unix', sock,
+                            '--exit-with-parent', 'memory', '64M'],
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        xensim.wait_for(lambda: os.path.exists(sock), 20, 'nbdkit socket')
+        c.start()
+        c.qemu.qmp.cmd('blockdev-add', driver='nbd', **{'node-name': 'n0'},
+                       server={'type': 'unix', 'path': sock})
+        c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-xvda',
+                       vdev='xvda', drive='n0')
+        io_clean(c.front('--rw', 'randrw', '--bs', '16k', '--iodepth', 8,
+                         '--size', 8 * MiB), 'NBD-backed disk')
+        mapf = os.path.join(c.tmp, 'map')
+        c.front('--op', 'write-pattern', '--offset', 0, '--length', 4 * MiB,
+                '--map', mapf, '--expect', 'okay')
+        c.front('--op', 'verify-region', '--offset', 0, '--length', 4 * MiB,
+                '--map', mapf, '--expect', 'okay')
+    finally:
+        nbd.kill()
+        nbd.wait()
+
+
 @test('two-disks')
 def t_two_disks(c):
     a, b = c.image('a.img'), c.image('b.img')
@@ -619,23 +646,34 @@ for _abi in ('native', 'x86_32', 'x86_64'):
     test('matrix-' + _abi)(matrix_test(_abi))
 
 
-@test('more-than-offered')
-def t_more_than_offered(c):
+@test('ring-more-than-offered')
+def t_ring_more_than_offered(c):
     img = c.image()
     c.start()
-    c.attach_qmp(img, vdev='xvda', **{'max-ring-page-order': 1,
-                                       'multi-queue-max-queues': 2})
-    if not offered(c, 'multi-queue-max-queues'):
-        c.front('--op', 'info')
-    if not offered(c, 'multi-queue-max-queues'):
-        raise Skip('the backend does not offer multi-queue')
-    rep = c.front('--ring-pages', 16, '--queues', 8, '--rw', 'randrw',
-                  '--bs', '4k', '--iodepth', 8, '--size', 2 * MiB)
-    io_clean(rep, 'asking for more than offered')
-    d = device_of(rep)
-    check(d.get('ring_pages') == 2 and d.get('queues') == 2,
-          'got %s ring pages, %s queues; offered 2 and 2' %
-          (d.get('ring_pages'), d.get('queues')))
+    c.attach_qmp(img, vdev='xvda', **{'max-ring-page-order': 1})
+    rep = c.front('--ring-pages', 16, '--rw', 'randrw', '--bs', '4k',
+                  '--iodepth', 8, '--size', 2 * MiB)
+    io_clean(rep, 'asking for 16 ring pages where 2 are offered')
+    check(device_of(rep).get('ring_pages') == 2, 'got %s ring pages' %
+          device_of(rep).get('ring_pages'))
+    rep = c.front('--op', 'info', '--xs-set', 'ring-page-order=2', ok=False)
+    check(not rep.get('ok'), 'connected with 4 ring pages where 2 were '
+          'offered')
+
+
+@test('queues-more-than-offered')
+def t_queues_more_than_offered(c):
+    img = c.image()
+    c.start()
+    try:
+        c.attach_qmp(img, vdev='xvda', **{'multi-queue-max-queues': 2})
+    except xensim.QMPError as e:
+        raise Skip('no multi-queue: %s' % e)
+    rep = c.front('--queues', 8, '--rw', 'randrw', '--bs', '4k',
+                  '--iodepth', 8, '--size', 2 * MiB)
+    io_clean(rep, 'asking for 8 queues where 2 are offered')
+    check(device_of(rep).get('queues') == 2, 'got %s queues' %
+          device_of(rep).get('queues'))
     # a frontend that takes more queues than offered is refused
     rep = c.front('--op', 'info', '--xs-set', 'multi-queue-num-queues=3',
                   ok=False)

@@ -205,7 +205,9 @@ class Qemu:
         self.log = open(self.logfile, 'w')
         env = sim.env(0)
         if which == 'ours-asan':
-            env['ASAN_OPTIONS'] = 'detect_leaks=0:abort_on_error=1'
+            # libxensim is preloaded: ASan need not come first in line
+            env['ASAN_OPTIONS'] = ('detect_leaks=0:abort_on_error=1:'
+                                   'verify_asan_link_order=0')
             env['UBSAN_OPTIONS'] = 'halt_on_error=1:print_stacktrace=1'
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)

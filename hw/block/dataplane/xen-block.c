@@ -831,9 +831,9 @@ bool xen_block_dataplane_start(XenBlockDataPlane *dp,
     }
     for (unsigned int i = 0; i < nr_queues; i++) {
         g_free(dp->stats_where[i]);
-        dp->stats_where[i] = queues[i].iothread ?
+        dp->stats_where[i] = g_strdup(queues[i].iothread ?
             object_get_canonical_path_component(OBJECT(queues[i].iothread)) :
-            g_strdup("main-loop");
+            "main-loop");
     }
     dp->started = true;     /* from here, stop() undoes what was done */
     for (unsigned int i = 0; i < nr_queues; i++) {
