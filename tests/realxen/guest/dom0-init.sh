@@ -105,8 +105,11 @@ name = "$DOMU"
 type = "pv"
 kernel = "/realxen/vmlinuz"
 ramdisk = "/realxen/domu-initrd.cpio.gz"
-extra = "console=hvc0 quiet loglevel=4 xen_blkfront.max_ring_page_order=4 xen_blkfront.max_indirect_segments=256 xblk.run=$run"
-memory = 384
+extra = "console=hvc0 quiet loglevel=4 xen_blkfront.max_ring_page_order=2 xen_blkfront.max_indirect_segments=256 xblk.run=$run"
+# With persistent grants, blkfront fills every slot of every ring with
+# (segments + indirect pages) granted pages up front: 4-page rings, 256
+# segments and 2 queues take about 260 MiB; 16-page rings would take 1 GiB.
+memory = 768
 vcpus = 2
 disk = [ 'format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/images/disk.img',
          'format=raw, vdev=xvdc, access=ro, backendtype=qdisk, target=/images/ro.img' ]

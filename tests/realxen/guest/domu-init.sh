@@ -63,7 +63,7 @@ abort() {
 }
 
 echo "domU: up at $(uptime_s) s, run $RUN, $(grep -c ^processor /proc/cpuinfo) vCPUs"
-# Module options on the kernel command line (xen_blkfront.max_ring_page_order=4
+# Module options on the kernel command line (xen_blkfront.max_ring_page_order=2
 # ...) are modprobe's business, not the kernel's: hand them to insmod.
 module_args() {
     name=$(basename "$1" .ko | tr - _)

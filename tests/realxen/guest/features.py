@@ -11,14 +11,14 @@ blkfront's own summary from dmesg).
 Prints the feature table ("XBLK-FEATTABLE ..." lines) and one line
 "CHECK features PASS|FAIL <detail>": FAIL when a feature both sides
 advertise was not used, or one is used that the backend never offered.
-The frontend is Linux's xen-blkfront with max_ring_page_order=4,
+The frontend is Linux's xen-blkfront with max_ring_page_order=2,
 max_indirect_segments=256, in a 2-vCPU domU (so at most 2 queues).
 """
 import re
 import sys
 
 VDEV = "51712"               # xvda
-FRONT_MAX_RING_ORDER = 4
+FRONT_MAX_RING_ORDER = 2
 FRONT_MAX_QUEUES = 2         # vCPUs of the domU
 FRONT_MAX_INDIRECT = 256
 BLKIF_MAX_SEGMENTS = 11      # per request without indirect descriptors
