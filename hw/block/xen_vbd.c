@@ -70,6 +70,13 @@ bool xen_vbd_decode(uint32_t number, XenVbd *vbd)
         v.scheme = XEN_VBD_SCHEME_XVD;
         v.disk = (number >> 8) & XEN_VBD_MAX_DISK;
         v.partition = minor;
+        /*
+         * The extended form is for disks or partitions from 16 on: one
+         * device has one number, so a short disk written long is refused.
+         */
+        if (v.disk < 16 && v.partition < 16) {
+            return false;
+        }
     } else {
         switch (number >> 8) {
         case MAJOR_XVD:

@@ -53,6 +53,7 @@ static const NameCase good_names[] = {
     { "2065", 2065, XEN_VBD_SCHEME_SD, 1, 1, "sdb1" },
     { "268442112", (1u << 28) | (26 << 8), XEN_VBD_SCHEME_XVD, 26, 0,
       "xvdaa" },
+    { "268435472", (1u << 28) | 16, XEN_VBD_SCHEME_XVD, 0, 16, "xvda16" },
 };
 
 static const char *const bad_names[] = {
@@ -62,6 +63,8 @@ static const char *const bad_names[] = {
     "536870912", "0", "1", "4294967296", "99999999999999999999", "51712x",
     " 51712", "-1", "+51712", "1024", "xvd\xe9", "hda\n", "sda 1",
     "xvdbwsfmxx",
+    /* the extended encoding of a disk that has a short one: not canonical */
+    "268437248", "268435457",
 };
 
 static void test_parse_good(void)
