@@ -147,6 +147,7 @@ static XenBlkifLimits xen_block_limits(XenBlockDevice *blockdev)
         .logical_block_size = blockdev->conf.logical_block_size,
         .read_only = blockdev->info & VDISK_READONLY,
         .flush = true,
+        .barrier = blockdev->barrier,
         .discard = xen_block_discard_enabled(blockdev),
         .max_indirect_segments = xen_block_max_indirect(blockdev),
     };
@@ -175,6 +176,9 @@ static void xen_block_write_features(XenBlockDevice *blockdev)
                               conf->physical_block_size);
     xen_block_write_size(blockdev);
     xen_device_backend_printf(xendev, "feature-flush-cache", "%u", 1);
+    if (blockdev->barrier) {
+        xen_device_backend_printf(xendev, "feature-barrier", "%u", 1);
+    }
     if (xen_block_discard_enabled(blockdev)) {
         xen_device_backend_printf(xendev, "feature-discard", "%u", 1);
         xen_device_backend_printf(xendev, "discard-granularity", "%u",
@@ -709,6 +713,7 @@ static const Property xen_block_props[] = {
     DEFINE_PROP_UINT32("max-indirect-segments", XenBlockDevice,
                        max_indirect_segments, 256),
     DEFINE_PROP_BOOL("feature-persistent", XenBlockDevice, persistent, true),
+    DEFINE_PROP_BOOL("feature-barrier", XenBlockDevice, barrier, false),
     DEFINE_PROP_UINT32("max-persistent-grants", XenBlockDevice,
                        max_persistent_grants, 1056),
 };

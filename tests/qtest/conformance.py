@@ -682,6 +682,30 @@ def t_queues_more_than_offered(c):
              'a good connection after the refused one')
 
 
+@test('write-barrier')
+def t_write_barrier(c):
+    img = c.image()
+    c.start()
+    try:
+        c.attach_qmp(img, vdev='xvda', **{'feature-barrier': True})
+    except xensim.QMPError as e:
+        raise Skip('no feature-barrier: %s' % e)
+    c.front('--op', 'info')
+    check(offered(c, 'feature-barrier') == 1, 'feature-barrier not offered')
+    # an empty barrier, and one with data, amid ordinary writes
+    rep = c.front('--hostile', 'req',
+                  '--req', 'op=1,nr_segments=1,sector=64,seg0=buf:1:0:7,'
+                  'expect=okay',
+                  '--req', 'op=2,nr_segments=0,expect=okay',
+                  '--req', 'op=2,nr_segments=1,sector=0,seg0=buf:0:0:7,'
+                  'expect=okay',
+                  '--req', 'op=1,nr_segments=1,sector=8,seg0=buf:2:0:7,'
+                  'expect=okay')
+    check(rep.get('ok'), 'barrier requests: %s' % summary(rep))
+    io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 16,
+                     '--size', 2 * MiB), 'I/O after barriers')
+
+
 @test('persistent-steady-state')
 def t_persistent(c):
     img = c.image()

@@ -62,6 +62,7 @@ struct XenBlockRequest {
     uint64_t nr_sectors;            /* data length, 512-byte units */
     int16_t status;
     bool flushed;                   /* flush with data: the flush is done */
+    bool written;                   /* barrier: the data is written */
     bool has_bufs;
     XenBlockSegBuf *bufs;           /* room for max_segs */
     QEMUIOVector qiov;
@@ -93,6 +94,12 @@ struct XenBlockQueue {
     QLIST_HEAD(, XenBlockRequest) free_list;
     XenBlockRequestList waiting;    /* for pool pages */
     XenBlockRequestList parked;     /* werror/rerror=stop */
+    /*
+     * A write barrier waits for every earlier request to finish and the
+     * ring is not consumed further until it is done.
+     */
+    XenBlockRequest *barrier_waiting;
+    bool barrier_active;
     XenBlockQueueStats *stats;      /* dp->stats[index]: outlives us */
 };
 
@@ -180,10 +187,13 @@ static void xen_block_queue_push(void *opaque)
 }
 
 static void xen_block_queue_start_waiting(XenBlockQueue *q);
+static void xen_block_request_start_barrier(XenBlockRequest *r);
 
 static void xen_block_request_respond(XenBlockRequest *r)
 {
     XenBlockQueue *q = r->q;
+    bool was_barrier = q->barrier_active &&
+                       r->req.op == BLKIF_OP_WRITE_BARRIER;
 
     trace_xen_block_request_respond(r, r->req.id, r->req.op, r->status);
     if (r->has_bufs) {
@@ -197,6 +207,16 @@ static void xen_block_request_respond(XenBlockRequest *r)
     /* Batched: runs once at the end of the current defer_call section. */
     defer_call(xen_block_queue_push, q);
     xen_block_queue_start_waiting(q);
+    if (was_barrier) {
+        q->barrier_active = false;
+        qemu_bh_schedule(q->process_bh);    /* consume the ring again */
+    } else if (q->barrier_waiting && q->inflight == 1) {
+        /* Everything before the barrier is done: now the barrier. */
+        XenBlockRequest *barrier = q->barrier_waiting;
+
+        q->barrier_waiting = NULL;
+        xen_block_request_start_barrier(barrier);
+    }
 }
 
 /* ---- Submission and completion ---- */
@@ -272,6 +292,13 @@ static void xen_block_request_complete(void *opaque, int ret)
     if (xen_block_request_is_flush(r) && r->nr_segs && !r->flushed) {
         r->flushed = true;
         xen_block_request_submit(r);
+        goto out;
+    }
+    /* A barrier's data is on stable storage only after a second flush. */
+    if (r->req.op == BLKIF_OP_WRITE_BARRIER && r->nr_segs && !r->written) {
+        r->written = true;
+        block_acct_start(stats, &r->acct, 0, BLOCK_ACCT_FLUSH);
+        blk_aio_flush(q->dp->blk, xen_block_request_complete, r);
         goto out;
     }
     if (xen_block_request_is_read(r) &&
@@ -436,6 +463,7 @@ static void xen_block_request_parse(XenBlockRequest *r, uint32_t idx)
     r->nr_segs = 0;
     r->nr_sectors = 0;
     r->flushed = false;
+    r->written = false;
     q->stats->requests++;
     trace_xen_block_request_parse(r, r->req.id, r->req.operation,
                                   r->req.sector, r->req.nr_segments);
@@ -465,8 +493,30 @@ static void xen_block_request_parse(XenBlockRequest *r, uint32_t idx)
     xen_blkif_check_segments(limits, &r->req, r->segs, r->nr_segs,
                              &r->nr_sectors);
     q->stats->segments += r->nr_segs;
+    if (r->req.op == BLKIF_OP_WRITE_BARRIER) {
+        if (q->inflight > 1) {
+            q->barrier_waiting = r;     /* after the requests before it */
+            return;
+        }
+        xen_block_request_start_barrier(r);
+        return;
+    }
     if (r->nr_segs == 0) {
         xen_block_request_submit(r);    /* an empty flush */
+        return;
+    }
+    xen_block_request_start_data(r);
+}
+
+/*
+ * A write barrier, once every earlier request is done: flush, write the
+ * data, flush again; the ring waits until it is answered.
+ */
+static void xen_block_request_start_barrier(XenBlockRequest *r)
+{
+    r->q->barrier_active = true;
+    if (r->nr_segs == 0) {
+        xen_block_request_submit(r);
         return;
     }
     xen_block_request_start_data(r);
@@ -515,7 +565,8 @@ static bool xen_block_queue_process(XenBlockQueue *q)
          * The ring check guarantees pending <= free requests: every slot
          * the frontend may fill has a request waiting for it.
          */
-        while (pending && budget && !QLIST_EMPTY(&q->free_list)) {
+        while (pending && budget && !QLIST_EMPTY(&q->free_list) &&
+               !q->barrier_waiting && !q->barrier_active) {
             XenBlockRequest *r = QLIST_FIRST(&q->free_list);
 
             QLIST_REMOVE(r, free_entry);
@@ -532,6 +583,9 @@ static bool xen_block_queue_process(XenBlockQueue *q)
              */
             qemu_bh_schedule(q->process_bh);
             break;
+        }
+        if (q->barrier_waiting || q->barrier_active) {
+            break;      /* the barrier's completion brings us back */
         }
         if (!xen_blkif_ring_final_check(&q->ring)) {
             break;
@@ -732,6 +786,10 @@ static void xen_block_queue_stop(XenBlockQueue *q)
     if (q->requests) {
         xen_block_queue_drop(q, &q->parked);
         xen_block_queue_drop(q, &q->waiting);
+    }
+    if (q->barrier_waiting) {
+        q->barrier_waiting = NULL;
+        q->inflight--;
     }
     g_assert(q->inflight == 0);
     /* Bottom halves of a queue that failed to start were never used. */

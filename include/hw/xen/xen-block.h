@@ -44,6 +44,7 @@ struct XenBlockDevice {
     uint32_t max_queues;
     uint32_t max_indirect_segments;
     bool persistent;
+    bool barrier;
     uint32_t max_persistent_grants;
     IOThread **queue_iothreads;     /* resolved mapping, max_queues long */
 
