@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -704,6 +705,32 @@ def t_write_barrier(c):
     check(rep.get('ok'), 'barrier requests: %s' % summary(rep))
     io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 16,
                      '--size', 2 * MiB), 'I/O after barriers')
+
+
+@test('invalid-request-flood')
+def t_invalid_flood(c):
+    """A million invalid requests: each answered, the log stays quiet."""
+    img = c.image()
+    c.start()
+    c.attach_xl(img)
+    past_end = 64 * MiB // 512 + 1000
+    count = 1000000
+    start = time.monotonic()
+    rep = c.front('--hostile', 'req', '--count', count, '--req',
+                  'op=0,nr_segments=1,sector=%d,seg0=buf:0:0:7,'
+                  'expect=error' % past_end, timeout=600)
+    elapsed = time.monotonic() - start
+    h = rep.get('hostile', {})
+    check(h.get('answered') == count and h.get('mismatches') == 0,
+          'answered %s of %d, %s wrong' % (h.get('answered'), count,
+                                            h.get('mismatches')))
+    with open(c.qemu.logfile, errors='replace') as f:
+        lines = [l for l in f
+                 if 'access' in l or 'beyond' in l or 'xen-block' in l]
+    # the first is logged, then at most about one line a second
+    check(1 <= len(lines) <= int(elapsed) + 2,
+          '%d log lines for %d requests in %.1f s' % (len(lines), count,
+                                                      elapsed))
 
 
 @test('persistent-steady-state')

@@ -575,6 +575,14 @@ def qemu_suite(t, b, name, binary, deviations, xs_deviations):
                  deviations.get(
                      r['name'], 'stock has no indirect support: ERROR '
                      'for BLKIF_OP_INDIRECT, not EOPNOTSUPP'))
+    # A producer index more than a ring ahead: the backend must stop
+    # consuming that ring, go to Closing, and serve a reconnected frontend.
+    j, h = run_hostile(b, 'ring-overflow')
+    t.ok(h.get('backend_closing') and h.get('rsp_prod_seen') == 0,
+         '%s: hostile ring-overflow: backend Closing, nothing served' %
+         name, json.dumps(h))
+    j = b.run('--op', 'info')
+    t.ok(j['ok'], '%s: serves again after a ring overflow' % name, brief(j))
     test_bad_xenstore(t, b, name, xs_deviations)
     test_detach(t, b, name, 'xvda', be)
     b.stop(b.backend)
