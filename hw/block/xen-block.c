@@ -460,26 +460,6 @@ static void xen_block_resize_cb(void *opaque)
     xen_block_kick_frontend(blockdev);
 }
 
-static void xen_block_drained_begin(void *opaque)
-{
-    XenBlockDevice *blockdev = opaque;
-
-    xen_block_dataplane_drained_begin(blockdev->dataplane);
-}
-
-static void xen_block_drained_end(void *opaque)
-{
-    XenBlockDevice *blockdev = opaque;
-
-    xen_block_dataplane_drained_end(blockdev->dataplane);
-}
-
-static const BlockDevOps xen_block_dev_ops = {
-    .resize_cb = xen_block_resize_cb,
-    .drained_begin = xen_block_drained_begin,
-    .drained_end = xen_block_drained_end,
-};
-
 /*
  * The dataplane found a ring corrupt and stopped consuming it.  Go to
  * Closing: the frontend has to reconnect (with a fresh ring) to be served.
@@ -616,10 +596,11 @@ static void xen_block_realize(XenDevice *xendev, Error **errp)
         conf->discard_granularity = conf->physical_block_size;
     }
 
-    blockdev->dataplane = xen_block_dataplane_create(xendev, conf->blk);
+    blockdev->dataplane = xen_block_dataplane_create(xendev, conf->blk,
+                                                     xen_block_resize_cb,
+                                                     blockdev);
     xen_block_dataplane_set_ring_error_cb(blockdev->dataplane,
                                           xen_block_ring_error, blockdev);
-    blk_set_dev_ops(conf->blk, &xen_block_dev_ops, blockdev);
     xen_block_write_features(blockdev);
     /*
      * xen-bus announced InitWait before we wrote our features: announce it
@@ -635,7 +616,6 @@ static void xen_block_unrealize(XenDevice *xendev)
     trace_xen_block_dev_unrealize(xendev->name);
     if (blockdev->dataplane) {
         xen_block_disconnect(blockdev);
-        blk_set_dev_ops(blockdev->conf.blk, NULL, NULL);
         g_clear_pointer(&blockdev->dataplane, xen_block_dataplane_destroy);
     }
     xen_block_unmap_iothreads(blockdev);

@@ -118,6 +118,8 @@ struct XenBlockDataPlane {
     XenBlockLogLimiter log_limiter; /* shared by the queues: atomics */
     QEMUBH *ring_error_bh;          /* tells the device model, main loop */
     VMChangeStateEntry *vmstate;
+    XenBlockResizeFunc *resize_cb;
+    void *resize_opaque;
 };
 
 #define GUEST_ERROR_INTERVAL_MS 1000
@@ -806,15 +808,50 @@ static void xen_block_queue_stop(XenBlockQueue *q)
 
 /* ---- The dataplane ---- */
 
+static void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp);
+static void xen_block_dataplane_drained_end(XenBlockDataPlane *dp);
+
+/*
+ * The block layer's callbacks go to the dataplane, which owns the I/O:
+ * drains pause the queues; a resize goes on to the device model.
+ */
+static void xen_block_dataplane_blk_resized(void *opaque)
+{
+    XenBlockDataPlane *dp = opaque;
+
+    dp->resize_cb(dp->resize_opaque);
+}
+
+static void xen_block_dataplane_blk_drained_begin(void *opaque)
+{
+    xen_block_dataplane_drained_begin(opaque);
+}
+
+static void xen_block_dataplane_blk_drained_end(void *opaque)
+{
+    xen_block_dataplane_drained_end(opaque);
+}
+
+static const BlockDevOps xen_block_dataplane_blk_ops = {
+    .resize_cb = xen_block_dataplane_blk_resized,
+    .drained_begin = xen_block_dataplane_blk_drained_begin,
+    .drained_end = xen_block_dataplane_blk_drained_end,
+};
+
 XenBlockDataPlane *xen_block_dataplane_create(XenDevice *xendev,
-                                              BlockBackend *blk)
+                                              BlockBackend *blk,
+                                              XenBlockResizeFunc *resize_cb,
+                                              void *resize_opaque)
 {
     XenBlockDataPlane *dp = g_new0(XenBlockDataPlane, 1);
 
     dp->xendev = xendev;
     dp->blk = blk;
+    dp->resize_cb = resize_cb;
+    dp->resize_opaque = resize_opaque;
     dp->vmstate = qemu_add_vm_change_state_handler(
         xen_block_dataplane_vm_state, dp);
+    blk_set_dev_ops(blk, &xen_block_dataplane_blk_ops, dp);
     trace_xen_block_dataplane_create(dp);
     return dp;
 }
@@ -833,6 +870,7 @@ void xen_block_dataplane_destroy(XenBlockDataPlane *dp)
         return;
     }
     xen_block_dataplane_stop(dp);
+    blk_set_dev_ops(dp->blk, NULL, NULL);
     g_clear_pointer(&dp->ring_error_bh, qemu_bh_delete);
     qemu_del_vm_change_state_handler(dp->vmstate);
     trace_xen_block_dataplane_destroy(dp);
@@ -960,7 +998,7 @@ void xen_block_dataplane_resize(XenBlockDataPlane *dp, uint64_t disk_sectors)
     qatomic_set(&dp->config.limits.disk_sectors, disk_sectors);
 }
 
-void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)
+static void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)
 {
     if (!dp || !dp->started || dp->stopping) {
         return;
@@ -972,7 +1010,7 @@ void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)
     }
 }
 
-void xen_block_dataplane_drained_end(XenBlockDataPlane *dp)
+static void xen_block_dataplane_drained_end(XenBlockDataPlane *dp)
 {
     if (!dp || !dp->started || dp->stopping) {
         return;

@@ -54,8 +54,16 @@ typedef struct XenBlockQueueStats {
     uint64_t waits_for_buffers;     /* requests that waited for pages */
 } XenBlockQueueStats;
 
+/*
+ * The dataplane takes the BlockBackend's device callbacks: it pauses its
+ * queues while the block layer drains, and calls @resize_cb (main loop)
+ * when the disk changed size.
+ */
+typedef void XenBlockResizeFunc(void *opaque);
 XenBlockDataPlane *xen_block_dataplane_create(XenDevice *xendev,
-                                              BlockBackend *blk);
+                                              BlockBackend *blk,
+                                              XenBlockResizeFunc *resize_cb,
+                                              void *resize_opaque);
 void xen_block_dataplane_destroy(XenBlockDataPlane *dataplane);
 
 /*
@@ -80,10 +88,6 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dataplane);
 /* The disk changed size (in 512-byte sectors). */
 void xen_block_dataplane_resize(XenBlockDataPlane *dataplane,
                                 uint64_t disk_sectors);
-
-/* The block layer drains: stop taking requests, then take them again. */
-void xen_block_dataplane_drained_begin(XenBlockDataPlane *dataplane);
-void xen_block_dataplane_drained_end(XenBlockDataPlane *dataplane);
 
 /*
  * Counters are kept per queue index for the dataplane's life, across
