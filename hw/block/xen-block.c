@@ -718,14 +718,6 @@ static void xen_block_class_init(ObjectClass *class, void *data)
         "notifications sent and suppressed, ...");
 }
 
-static const TypeInfo xen_block_type_info = {
-    .name = TYPE_XEN_BLOCK_DEVICE,
-    .parent = TYPE_XEN_DEVICE,
-    .instance_size = sizeof(XenBlockDevice),
-    .abstract = true,
-    .class_size = sizeof(XenBlockDeviceClass),
-    .class_init = xen_block_class_init,
-};
 
 /* ---- xen-disk ---- */
 
@@ -755,12 +747,6 @@ static void xen_disk_class_init(ObjectClass *class, void *data)
     bdc->setup = xen_disk_setup;
 }
 
-static const TypeInfo xen_disk_type_info = {
-    .name = TYPE_XEN_DISK_DEVICE,
-    .parent = TYPE_XEN_BLOCK_DEVICE,
-    .instance_size = sizeof(XenBlockDevice),
-    .class_init = xen_disk_class_init,
-};
 
 /* ---- xen-cdrom ---- */
 
@@ -797,18 +783,24 @@ static void xen_cdrom_class_init(ObjectClass *class, void *data)
     bdc->setup = xen_cdrom_setup;
 }
 
-static const TypeInfo xen_cdrom_type_info = {
-    .name = TYPE_XEN_CDROM_DEVICE,
-    .parent = TYPE_XEN_BLOCK_DEVICE,
-    .instance_size = sizeof(XenBlockDevice),
-    .class_init = xen_cdrom_class_init,
+/* The abstract xen-block and its two concrete devices. */
+static const TypeInfo xen_block_types[] = {
+    {
+        .name = TYPE_XEN_BLOCK_DEVICE,
+        .parent = TYPE_XEN_DEVICE,
+        .abstract = true,
+        .instance_size = sizeof(XenBlockDevice),
+        .class_size = sizeof(XenBlockDeviceClass),
+        .class_init = xen_block_class_init,
+    }, {
+        .name = TYPE_XEN_DISK_DEVICE,
+        .parent = TYPE_XEN_BLOCK_DEVICE,
+        .class_init = xen_disk_class_init,
+    }, {
+        .name = TYPE_XEN_CDROM_DEVICE,
+        .parent = TYPE_XEN_BLOCK_DEVICE,
+        .class_init = xen_cdrom_class_init,
+    },
 };
 
-static void xen_block_register_types(void)
-{
-    type_register_static(&xen_block_type_info);
-    type_register_static(&xen_disk_type_info);
-    type_register_static(&xen_cdrom_type_info);
-}
-
-type_init(xen_block_register_types)
+DEFINE_TYPES(xen_block_types)
