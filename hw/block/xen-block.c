@@ -101,7 +101,7 @@ static bool xen_block_pick_vdev(XenBlockDevice *blockdev, Error **errp)
     return false;
 }
 
-static char *xen_block_get_name(XenDevice *xendev, Error **errp)
+static char *xen_block_xs_name(XenDevice *xendev, Error **errp)
 {
     XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
 
@@ -394,7 +394,7 @@ static void xen_block_disconnect(XenBlockDevice *blockdev)
     }
 }
 
-static void xen_block_frontend_changed(XenDevice *xendev,
+static void xen_block_dev_frontend_changed(XenDevice *xendev,
                                        enum xenbus_state frontend_state,
                                        Error **errp)
 {
@@ -572,7 +572,7 @@ static bool xen_block_check_properties(XenBlockDevice *blockdev, Error **errp)
     return true;
 }
 
-static void xen_block_realize(XenDevice *xendev, Error **errp)
+static void xen_block_dev_realize(XenDevice *xendev, Error **errp)
 {
     XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
     XenBlockDeviceClass *bdc = XEN_BLOCK_DEVICE_GET_CLASS(blockdev);
@@ -609,7 +609,7 @@ static void xen_block_realize(XenDevice *xendev, Error **errp)
     xen_block_kick_frontend(blockdev);
 }
 
-static void xen_block_unrealize(XenDevice *xendev)
+static void xen_block_dev_unrealize(XenDevice *xendev)
 {
     XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
 
@@ -698,22 +698,21 @@ static const Property xen_block_props[] = {
                        max_persistent_grants, 1056),
 };
 
-static void xen_block_class_init(ObjectClass *class, void *data)
+static void xen_block_class_init(ObjectClass *oc, void *data)
 {
-    DeviceClass *dev_class = DEVICE_CLASS(class);
-    XenDeviceClass *xendev_class = XEN_DEVICE_CLASS(class);
+    XenDeviceClass *xdc = XEN_DEVICE_CLASS(oc);
 
-    xendev_class->backend = "qdisk";
-    xendev_class->device = "vbd";
-    xendev_class->get_name = xen_block_get_name;
-    xendev_class->realize = xen_block_realize;
-    xendev_class->frontend_changed = xen_block_frontend_changed;
-    xendev_class->unrealize = xen_block_unrealize;
-
-    device_class_set_props(dev_class, xen_block_props);
-    object_class_property_add(class, "statistics", "XenBlockQueueStatsList",
+    /* The names xl and libxl use in xenstore: backend/qdisk, device/vbd */
+    xdc->backend = "qdisk";
+    xdc->device = "vbd";
+    xdc->get_name = xen_block_xs_name;
+    xdc->realize = xen_block_dev_realize;
+    xdc->frontend_changed = xen_block_dev_frontend_changed;
+    xdc->unrealize = xen_block_dev_unrealize;
+    device_class_set_props(DEVICE_CLASS(oc), xen_block_props);
+    object_class_property_add(oc, "statistics", "XenBlockQueueStatsList",
                               xen_block_get_statistics, NULL, NULL, NULL);
-    object_class_property_set_description(class, "statistics",
+    object_class_property_set_description(oc, "statistics",
         "Per-queue counters: requests, segments, grant copies and maps, "
         "notifications sent and suppressed, ...");
 }
