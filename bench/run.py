@@ -1362,6 +1362,10 @@ def main(argv=None):
     return run(a, wls, backends, storages, repeat, runtime)
 
 
+def _term(signum, frame):
+    raise KeyboardInterrupt('SIGTERM')
+
+
 def file_id(path):
     try:
         st = os.stat(path)
@@ -1394,6 +1398,12 @@ def run(a, wls, backends, storages, repeat, runtime, quiet=False):
     bench = Bench(a)
     if not HEARTBEAT.is_alive():
         HEARTBEAT.start()
+    # A run started in the background (cmd &) has SIGINT ignored; take it
+    # back, and make SIGTERM stop the run the same way: the point under way
+    # stops its processes, images are removed, the report covers what was
+    # measured.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _term)
     ids = {b: file_id(xensim.QEMUS[b]) for b in ('ours', 'stock')}
     snap = None
     if 'ours' in backends and not a.no_snapshot:
