@@ -32,8 +32,22 @@ static uint64_t make_id(unsigned int ring, unsigned int slot)
 
 void bf_log(BfDevice *d, const char *fmt, ...)
 {
+    /* XENBLK_FRONT_TRACE=1: each event on stderr as it happens too, for a
+     * run that never gets to write its JSON (killed, hung). */
+    static int trace = -1;
     va_list ap;
 
+    if (trace < 0) {
+        trace = getenv("XENBLK_FRONT_TRACE") != NULL;
+    }
+    if (trace) {
+        va_start(ap, fmt);
+        fprintf(stderr, "xenblk-front: [%.1f ms] ",
+                (xsu_now_ns() - d->t0) / 1e6);
+        vfprintf(stderr, fmt, ap);
+        fputc('\n', stderr);
+        va_end(ap);
+    }
     if (!d->log) {
         d->log = g_string_new(NULL);
     }
@@ -100,7 +114,7 @@ bool bf_open(BfDevice *d, const BfOptions *opt, char **errmsg)
     d->be_domid = be_id;
     d->xce = xenevtchn_open(NULL, 0);
     d->xgs = xengntshr_open(NULL, 0);
-    if (!d->xce || !d->xgs) {
+    if (!d->xce || !d->xgs || !xsu_set_nonblocking(xenevtchn_fd(d->xce))) {
         *errmsg = g_strdup_printf("cannot open evtchn/gntshr: %s",
                                   strerror(errno));
         return false;

@@ -697,7 +697,8 @@ static bool queue_connect(IdealDev *dev, IdealQueue *q, unsigned int index,
     q->xce = xenevtchn_open(NULL, 0);
     q->xgt = xengnttab_open(NULL, 0);
     q->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (!q->xce || !q->xgt || q->stop_fd < 0) {
+    if (!q->xce || !q->xgt || q->stop_fd < 0 ||
+        !xsu_set_nonblocking(xenevtchn_fd(q->xce))) {
         *why = g_strdup("cannot open evtchn/gnttab");
         return false;
     }

@@ -279,7 +279,10 @@ EXPORT xenevtchn_handle *xenevtchn_open(struct xentoollog_logger *logger,
     }
     xce->dom = get_domain(getenv(XENSIM_ENV_DOMID) ?
                           strtoul(getenv(XENSIM_ENV_DOMID), NULL, 10) : 0);
-    xce->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    /* Blocking, as libxenevtchn opens /dev/xen/evtchn: xenevtchn_pending
+     * on a handle with nothing pending waits, unless its user made the fd
+     * non-blocking (a loop that drains until -1 must). */
+    xce->efd = eventfd(0, EFD_CLOEXEC);
     if (!xce->dom || xce->efd < 0 ||
         rpc_locked(&req, &rep, xce->efd, NULL, 0) < 0) {
         if (xce->efd >= 0) {

@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <glib.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <signal.h>
@@ -247,14 +248,22 @@ static void test_evtchn(void)
 /*
  * Without notifications, a handle has nothing pending and its fd does not
  * wake anyone (delivery itself is exercised by every integration test).
+ * The fd blocks, as /dev/xen/evtchn does: xenevtchn_pending would wait;
+ * made non-blocking, it answers EAGAIN.
  */
 static void test_pending_empty(void)
 {
     xenevtchn_handle *xce = xenevtchn_open(NULL, 0);
-    struct pollfd pfd = { .fd = xenevtchn_fd(xce), .events = POLLIN };
+    int fd = xenevtchn_fd(xce);
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    int flags = fcntl(fd, F_GETFL);
 
+    g_assert_cmpint(flags & O_NONBLOCK, ==, 0);
     g_assert_cmpint(poll(&pfd, 1, 0), ==, 0);
+    g_assert_cmpint(fcntl(fd, F_SETFL, flags | O_NONBLOCK), ==, 0);
+    errno = 0;
     g_assert_cmpint(xenevtchn_pending(xce), <, 0);
+    g_assert_cmpint(errno, ==, EAGAIN);
     xenevtchn_close(xce);
 }
 

@@ -6,6 +6,7 @@
  */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glib.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -199,4 +200,11 @@ char *xsu_domain_path(struct xs_handle *xsh, unsigned int domid)
     copy = g_strdup(p);
     free(p);
     return copy;
+}
+
+bool xsu_set_nonblocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+
+    return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
 }

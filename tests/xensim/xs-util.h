@@ -67,6 +67,12 @@ bool xsu_wait_state(struct xs_handle *xsh, const char *dir,
 
 #define XSU_STATE_BIT(s) (1u << (s))
 
+/*
+ * Make @fd non-blocking.  For the event channel fd: /dev/xen/evtchn blocks
+ * in read, so a loop that calls xenevtchn_pending until it fails needs it.
+ */
+bool xsu_set_nonblocking(int fd);
+
 /* Absolute path of a node relative to our own domain's path. */
 char *xsu_domain_path(struct xs_handle *xsh, unsigned int domid);
 
