@@ -32,13 +32,18 @@ export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 # the stock reference QEMU (qemu-system-xen 10.0, which provides
 # /usr/libexec/xen-qemu-system-i386) comes from bookworm-backports.
 dom0_packages=(xen-utils-4.17 xenstore-utils kmod busybox socat
-               python3-minimal e2fsprogs util-linux procps)
+               python3-minimal e2fsprogs util-linux procps
+               libvirt-daemon libvirt-daemon-driver-xen libvirt-clients)
 dom0_backports=(qemu-system-xen qemu-utils)
 # Modules the dom0 kernel needs, loaded by its initramfs (the Debian kernel
 # has them as modules); dom0's own root then needs no /lib/modules.
 dom0_modules=(virtio_pci virtio_blk ext4 xenfs xen-evtchn xen-gntdev
               xen-gntalloc xen-privcmd)
 domu_modules=(xen-blkfront brd)
+# The second domU runs xenblk-front in user space on Xen's device files
+# (/dev/xen/xenbus is built in): no xen-blkfront.
+front_modules=(xen-evtchn xen-gntalloc)
+front=$build/xensim/xenblk-front
 # Tools the domU's busybox lacks, copied with their libraries.
 domu_tools=(/sbin/mke2fs /sbin/e2fsck /sbin/blkdiscard)
 # The read-only disk holds an xbverify pattern of this generation and run
@@ -291,6 +296,30 @@ domu_initrd() {
     rm -rf "$d"
 }
 
+# The xbfront domU's initramfs: busybox, the event channel and grant
+# sharing drivers, xenblk-front and its libraries (the host's: the same
+# bookworm userland as the dom0 root).
+domu_front_initrd() {
+    local d lib
+    d=$(mktemp -d)
+    initramfs_skeleton "$d" "$here/guest/domu-front-init.sh"
+    modules_into "$d" "${front_modules[@]}"
+    install -m 755 "$front" "$d/bin/xenblk-front"
+    for lib in $(ldd "$front" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+        [ -e "$d$lib" ] || install -D -m 755 "$(readlink -f "$lib")" "$d$lib"
+    done
+    # glibc loads libgcc_s at run time for pthread_cancel's unwinding
+    lib=$(gcc -print-file-name=libgcc_s.so.1)
+    install -D -m 755 "$(readlink -f "$lib")" "$d/lib/x86_64-linux-gnu/libgcc_s.so.1"
+    pack_cpio "$d" "$rootfs/realxen/domu-front-initrd.cpio.gz"
+    rm -rf "$d"
+}
+
+xenblk_front_bin() {
+    make -s -C "$top" "$front" BUILD="$build" >&2 ||
+        die "cannot build xenblk-front (make xensim)"
+}
+
 # ---- 6. the bench's files in the dom0 root, and the disk images ------------
 
 xbverify_bin() {
@@ -302,15 +331,26 @@ xbverify_bin() {
 }
 
 bench_files() {
+    # libvirtd stops when a driver fails to start: its QEMU driver (pulled
+    # in by libvirt-daemon) wants the libvirt-qemu user that only
+    # libvirt-daemon-system creates.  dom0 runs the Xen driver alone.
+    rm -f "$rootfs"/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so
     rm -rf "$rootfs/realxen" "$rootfs/images"
     mkdir -p "$rootfs/realxen" "$rootfs/images"
     install -m 755 "$here/guest/dom0-init.sh" "$here/guest/qmp.py" \
-        "$here/guest/features.py" "$cache/xbverify" "$rootfs/realxen/"
+        "$here/guest/features.py" "$here/guest/front-results.py" \
+        "$cache/xbverify" "$rootfs/realxen/"
     cp "$cache/vmlinuz" "$rootfs/realxen/vmlinuz"
     domu_initrd
+    domu_front_initrd
     # xvda: 64 MiB raw (grown by the resize check); xvdb: 32 MiB qcow2,
     # hot-plugged; xvdc: 16 MiB raw, read-only, holding a known pattern.
     truncate -s 64M "$rootfs/images/disk.img"
+    # front.img: the xbfront domU's xvda (its size is in domu-front-init.sh)
+    truncate -s 64M "$rootfs/images/front.img"
+    # the libvirt guest's disks: raw and qcow2
+    truncate -s 32M "$rootfs/images/virt.img"
+    in_root qemu-img create -q -f qcow2 /images/virt.qcow2 32M
     in_root qemu-img create -q -f qcow2 /images/hot.qcow2 32M
     truncate -s 16M "$rootfs/images/ro.img"
     "$cache/xbverify" write "$rootfs/images/ro.img" 0 end "$ro_gen" \
@@ -333,8 +373,8 @@ pack_dom0() {
 pack_key() {
     {
         cat "$stamps/kernel-xen" "$stamps/rootfs"
-        echo "${dom0_modules[*]} / ${domu_modules[*]} / ${domu_tools[*]}"
-        sha256sum "$ourqemu" "$top/scripts/install.sh" "$here/build-artifacts.sh" \
+        echo "${dom0_modules[*]} / ${domu_modules[*]} / ${domu_tools[*]} / ${front_modules[*]}"
+        sha256sum "$ourqemu" "$front" "$top/scripts/install.sh" "$here/build-artifacts.sh" \
             "$here/xbverify.c" "$here"/guest/*
     } | sha256sum | cut -c1-64
 }
@@ -350,6 +390,7 @@ main() {
     kernel_and_xen
     dom0_root
     our_qemu
+    xenblk_front_bin
     key=$(pack_key)
     if stage_current pack "$key" && [ -f "$cache/dom0.img" ] &&
        [ -f "$cache/dom0-initrd.cpio.gz" ]; then

@@ -15,6 +15,12 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 XEN=/usr/lib/xen-4.17/bin
 DOMU=xbtest
 CONSOLE_LOG=/var/log/xen/console/guest-$DOMU.log
+# The second domU: xenblk-front instead of the kernel's blkfront.
+FRONT=xbfront
+FRONT_LOG=/var/log/xen/console/guest-$FRONT.log
+# The third, ours only: a Linux guest that libvirt defines and starts.
+VIRT=xbvirt
+VIRT_LOG=/var/log/xen/console/guest-$VIRT.log
 OURS=/opt/qemu-xen-block/bin/qemu-system-i386
 STOCK=/usr/libexec/xen-qemu-system-i386
 RESIZE_GROW=$((32 << 20))
@@ -43,11 +49,15 @@ wait_for() {
     done
 }
 
-domu_alive() { "$XEN/xl" domid "$DOMU" >/dev/null 2>&1; }
+# The domain and console log wait_sync looks at: the first domU, then the
+# second (set_guest).
+GUEST=$DOMU GUEST_LOG=$CONSOLE_LOG
+set_guest() { GUEST=$1 GUEST_LOG=$2; }
+domu_alive() { "$XEN/xl" domid "$GUEST" >/dev/null 2>&1; }
 # The console log has CRLF line ends: drop the CRs before matching.
-console_has() { tr -d '\r' < "$CONSOLE_LOG" 2>/dev/null | grep -aqE "$1"; }
+console_has() { tr -d '\r' < "$GUEST_LOG" 2>/dev/null | grep -aqE "$1"; }
 
-# wait_sync STEP SECS: wait for the domU's "XBLK-SYNC STEP" (or its
+# wait_sync STEP SECS: wait for the guest's "XBLK-SYNC STEP" (or its
 # "XBLK-SYNC abort", or its death).  Prints what happened: STEP, abort,
 # dead or timeout.
 wait_sync() {
@@ -91,10 +101,11 @@ start_toolstack() {
         --log-dir=/var/log/xen/console || { step "xenconsoled failed"; return 1; }
 }
 
-# The domU's console, streamed to ours with a prefix (for the serial log).
-stream_domu_console() {
-    ( tail -n +1 -F "$CONSOLE_LOG" 2>/dev/null |
-          sed -u -e 's/\r$//' -e 's/^/domU| /' ) &
+# A domU's console, streamed to ours with a prefix (for the serial log):
+# stream_console LOG PREFIX
+stream_console() {
+    ( tail -n +1 -F "$1" 2>/dev/null |
+          sed -u -e 's/\r$//' -e "s/^/$2| /" ) &
 }
 
 write_config() {
@@ -238,18 +249,91 @@ domu_results() {
     fi
 }
 
-main() {
-    local backend run domid="" state ro_sum want
-    setup || leave 01
-    backend=$(sed -n 's/.*xblk\.backend=\([a-z]*\).*/\1/p' /proc/cmdline)
-    step "dom0 init: backend=$backend kernel=$(uname -r) xen=$(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor)$(cat /sys/hypervisor/version/extra)"
-    case $backend in stock|ours) ;; *) step "bad xblk.backend"; leave 01 ;; esac
-    start_toolstack || leave 01
-    step "toolstack up"
+# ---- the second domU: xenblk-front's conformance core and hostile cases ----
+
+write_front_config() {
+    local backend=$1 dm=""
+    [ "$backend" = ours ] && dm="device_model_override = \"$OURS\""
+    cat > /run/$FRONT.cfg <<EOF
+name = "$FRONT"
+type = "pv"
+kernel = "/realxen/vmlinuz"
+ramdisk = "/realxen/domu-front-initrd.cpio.gz"
+# gntalloc's default limit (1024 pages) is below what 2 queues of 16-page
+# rings with 256 indirect segments and persistent grants may keep shared.
+extra = "console=hvc0 quiet loglevel=4 xen_gntalloc.limit=262144"
+memory = 512
+vcpus = 2
+disk = [ 'format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/images/front.img',
+         'format=raw, vdev=xvdc, access=ro, backendtype=qdisk, target=/images/ro.img' ]
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_crash = "destroy"
+$dm
+EOF
+}
+
+# Boot the xbfront domU, let it run its cases, re-emit its checks.  Its
+# disks stay in InitWait until xenblk-front in the domU connects them: xl
+# create waits for the backend, not for a frontend.
+front_phase() {
+    local backend=$1 domid state want
+    write_front_config "$backend"
+    set_guest "$FRONT" "$FRONT_LOG"
+    stream_console "$FRONT_LOG" front
+    step "xl create $FRONT ($backend)"
+    QEMU_PID="" QEMU_EXE=""
+    if ! timeout 120 "$XEN/xl" create /run/$FRONT.cfg > /run/xl-create-front.log 2>&1; then
+        check front-create FAIL "xl create: $(tail -3 /run/xl-create-front.log | tr '\n' ' ')"
+        fail_unreported "xl create $FRONT failed" front-qemu-alive front-exit
+        return
+    fi
+    domid=$("$XEN/xl" domid "$FRONT")
+    report_qemu "$domid"
+    want=$STOCK
+    [ "$backend" = ours ] && want=$OURS
+    if [ "$QEMU_EXE" = "$want" ]; then
+        check front-create PASS "domid $domid, disks served by $want (pid $QEMU_PID)"
+    else
+        check front-create FAIL "domid $domid, served by '${QEMU_EXE:-nothing}', not $want"
+    fi
+    state=$(wait_sync front-finished 300)
+    step "$FRONT: $state"
+    if [ "$state" != front-finished ]; then
+        xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" 2>&1 |
+            sed 's/^/XBLK-XS-FRONT /'
+        xenstore-ls -f "/local/domain/$domid/device/vbd" 2>&1 |
+            sed 's/^/XBLK-XS-FRONT /'
+    fi
+    if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        check front-qemu-alive PASS "pid $QEMU_PID running after all of xenblk-front's cases"
+    else
+        check front-qemu-alive FAIL "pid ${QEMU_PID:-none} gone (state '$state'): $(dmesg | grep -E 'segfault|traps:' | tail -1) $(tail -3 /var/log/xen/qemu-dm-$FRONT.log 2>/dev/null | tr '\n' ' ')"
+    fi
+    # The domU powers off when told, after the liveness check above.
+    xenstore-write "/local/domain/$domid/xblk/state" 1 2>/dev/null
+    if wait_for 60 bash -c "! $XEN/xl domid $FRONT >/dev/null 2>&1"; then
+        if [ "$state" = front-finished ]; then
+            check front-exit PASS "finished its cases and powered off"
+        else
+            check front-exit FAIL "gone without finishing (state '$state')"
+        fi
+    else
+        check front-exit FAIL "still running 60 s after '$state': destroyed"
+        timeout 30 "$XEN/xl" destroy "$FRONT"
+    fi
+    grep -a '^XBLK-CHECK ' "$FRONT_LOG" | tr -d '\r' | sed 's/^XBLK-//'
+    python3 /realxen/front-results.py "$FRONT_LOG"
+    sed 's/^/XBLK-DMLOG-FRONT /' "/var/log/xen/qemu-dm-$FRONT.log" 2>/dev/null | tail -15
+}
+
+# ---- the first domU: Linux's xen-blkfront ----
+
+blkfront_phase() {
+    local backend=$1 run domid="" state want
     run=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
-    ro_sum=$(sha256sum < /images/ro.img)
     write_config "$backend" "$run"
-    stream_domu_console
+    stream_console "$CONSOLE_LOG" domU
 
     step "xl create ($backend)"
     if timeout 120 "$XEN/xl" create /run/$DOMU.cfg > /run/xl-create.log 2>&1; then
@@ -328,14 +412,151 @@ main() {
         timeout 30 "$XEN/xl" destroy "$DOMU"
     fi
 
+    domu_results "$domid"
+    sed 's/^/XBLK-DMLOG /' "/var/log/xen/qemu-dm-$DOMU.log" 2>/dev/null | tail -25
+}
+
+# ---- the third domU: defined and started through libvirt ----
+
+# Ours as dom0's default device model, the way docs/deploying.rst tells an
+# administrator to deploy it: libvirt's libxl driver names no device model
+# for a PV guest, so libxl starts /usr/libexec/xen-qemu-system-i386.  (The
+# dom0 disk is a snapshot: the diversion ends with this boot.)
+deploy_ours_as_default() {
+    dpkg-divert --local --add --rename \
+        --divert "$STOCK.stock" "$STOCK" > /run/divert.log 2>&1 &&
+    ln -s "$OURS" "$STOCK"
+}
+
+start_libvirtd() {
+    mkdir -p /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt
+    # no journal or syslog in dom0: warnings and errors to a file
+    LIBVIRT_LOG_OUTPUTS="3:file:/run/libvirtd.log" \
+        libvirtd --daemon --pid-file /run/libvirtd.pid >> /run/libvirtd.log 2>&1 ||
+        return 1
+    wait_for 60 virsh -c xen:///system version > /run/virsh-version.log 2>&1
+}
+
+write_virt_xml() {
+    local run=$1
+    cat > /run/$VIRT.xml <<EOF
+<domain type='xen'>
+  <name>$VIRT</name>
+  <memory unit='MiB'>768</memory>
+  <vcpu>2</vcpu>
+  <os>
+    <type arch='x86_64' machine='xenpv'>linux</type>
+    <kernel>/realxen/vmlinuz</kernel>
+    <initrd>/realxen/domu-initrd.cpio.gz</initrd>
+    <cmdline>console=hvc0 quiet loglevel=4 xen_blkfront.max_ring_page_order=2 xen_blkfront.max_indirect_segments=256 xblk.mode=libvirt xblk.run=$run</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source file='/images/virt.img'/>
+      <target dev='xvda' bus='xen'/>
+    </disk>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='/images/virt.qcow2'/>
+      <target dev='xvdb' bus='xen'/>
+    </disk>
+    <console type='pty'>
+      <target type='xen' port='0'/>
+    </console>
+  </devices>
+</domain>
+EOF
+}
+
+libvirt_phase() {
+    local run domid state out
+    run=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
+    set_guest "$VIRT" "$VIRT_LOG"
+    if deploy_ours_as_default; then
+        check libvirt-deploy PASS "$(cat /run/divert.log | tr '\n' ' '); $STOCK -> $(readlink "$STOCK")"
+    else
+        check libvirt-deploy FAIL "dpkg-divert: $(tail -2 /run/divert.log | tr '\n' ' ')"
+    fi
+    if ! start_libvirtd; then
+        check libvirt-start FAIL "libvirtd: $(grep -v dmidecode /run/libvirtd.log | tail -3 | tr '\n' ' ') virsh: $(tail -2 /run/virsh-version.log 2>/dev/null | tr '\n' ' ')"
+        fail_unreported "libvirtd did not start" libvirt-qemu libvirt-detach libvirt-exit
+        grep -v dmidecode /run/libvirtd.log | tail -150 | sed 's/^/XBLK-LIBVIRT /'
+        return
+    fi
+    write_virt_xml "$run"
+    stream_console "$VIRT_LOG" virt
+    step "virsh define + start $VIRT"
+    if ! out=$(virsh -c xen:///system define /run/$VIRT.xml 2>&1 &&
+               timeout 120 virsh -c xen:///system start "$VIRT" 2>&1); then
+        check libvirt-start FAIL "$(echo "$out" | tail -3 | tr '\n' ' ') $(tail -3 /var/log/libvirt/libxl/libxl-driver.log 2>/dev/null | tr '\n' ' ')"
+        fail_unreported "virsh start failed" libvirt-qemu libvirt-detach libvirt-exit
+        return
+    fi
+    domid=$("$XEN/xl" domid "$VIRT")
+    check libvirt-start PASS "virsh define + start: domid $domid ($(head -1 /run/virsh-version.log 2>/dev/null))"
+    QEMU_PID="" QEMU_EXE=""
+    report_qemu "$domid"
+    if [ "$QEMU_EXE" = "$OURS" ]; then
+        check libvirt-qemu PASS "disks served by $QEMU_EXE (pid $QEMU_PID), started by libxl as $STOCK"
+    else
+        check libvirt-qemu FAIL "served by '${QEMU_EXE:-nothing}', not $OURS"
+    fi
+    state=$(wait_sync libvirt-finished 180)
+    step "$VIRT: $state"
+    xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" 2>&1 | sed 's/^/XBLK-XS-VIRT /'
+    if [ "$state" = libvirt-finished ] && [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
+        # The guest's cue to power off: libvirt takes xvdb away.
+        if out=$(timeout 60 virsh -c xen:///system detach-disk "$VIRT" xvdb --live 2>&1); then
+            check libvirt-detach PASS "virsh detach-disk xvdb: $(echo "$out" | tr '\n' ' ')"
+        else
+            check libvirt-detach FAIL "$(echo "$out" | tail -2 | tr '\n' ' ')"
+        fi
+    else
+        check libvirt-detach FAIL "not run: the guest's state is '$state', QEMU pid ${QEMU_PID:-none} $(kill -0 "${QEMU_PID:-0}" 2>/dev/null && echo alive || echo gone)"
+    fi
+    if wait_for 60 bash -c "! $XEN/xl domid $VIRT >/dev/null 2>&1"; then
+        check libvirt-exit PASS "the guest finished and powered off (state '$state')"
+    else
+        check libvirt-exit FAIL "still running 60 s after '$state': destroyed"
+        timeout 30 virsh -c xen:///system destroy "$VIRT" > /dev/null 2>&1
+    fi
+    grep -a '^XBLK-CHECK ' "$VIRT_LOG" | tr -d '\r' | sed 's/^XBLK-//'
+    if out=$(qemu-img check -q /images/virt.qcow2 2>&1); then
+        check libvirt-qcow2 PASS "qemu-img check clean after the guest's writes"
+    else
+        check libvirt-qcow2 FAIL "$(echo "$out" | head -2 | tr '\n' ' ')"
+    fi
+    sed 's/^/XBLK-DMLOG-VIRT /' "/var/log/xen/qemu-dm-$VIRT.log" 2>/dev/null | tail -15
+    tail -5 /var/log/libvirt/libxl/libxl-driver.log 2>/dev/null | sed 's/^/XBLK-LIBVIRT /'
+}
+
+main() {
+    local backend only ro_sum
+    setup || leave 01
+    backend=$(sed -n 's/.*xblk\.backend=\([a-z]*\).*/\1/p' /proc/cmdline)
+    # xblk.only=blkfront|front|libvirt runs one of the domUs (for debugging)
+    only=$(sed -n 's/.*xblk\.only=\([a-z]*\).*/\1/p' /proc/cmdline)
+    step "dom0 init: backend=$backend kernel=$(uname -r) xen=$(cat /sys/hypervisor/version/major).$(cat /sys/hypervisor/version/minor)$(cat /sys/hypervisor/version/extra)"
+    case $backend in stock|ours) ;; *) step "bad xblk.backend"; leave 01 ;; esac
+    start_toolstack || leave 01
+    step "toolstack up"
+    ro_sum=$(sha256sum < /images/ro.img)
+    [ "$only" = front ] || [ "$only" = libvirt ] || blkfront_phase "$backend"
+    [ "$only" = blkfront ] || [ "$only" = libvirt ] || front_phase "$backend"
+    # libvirt starts dom0's default device model: ours only when deployed
+    # as that default, which is what this phase checks.
+    [ "$backend" = ours ] && [ "$only" != blkfront ] && [ "$only" != front ] &&
+        libvirt_phase
+
     if [ "$(sha256sum < /images/ro.img)" = "$ro_sum" ]; then
         check readonly-image PASS "ro.img unchanged (sha256)"
     else
         check readonly-image FAIL "ro.img changed"
     fi
-    domu_results "$domid"
-
-    sed 's/^/XBLK-DMLOG /' "/var/log/xen/qemu-dm-$DOMU.log" 2>/dev/null | tail -25
     step "done"
     echo "XBLK-DONE"
     leave 00

@@ -15,6 +15,8 @@ mount -t devtmpfs devtmpfs /dev
 
 RUN=$(sed -n 's/.*xblk\.run=\([0-9a-f]*\).*/\1/p' /proc/cmdline)
 RUN=${RUN:-1}
+# xblk.mode=libvirt: the guest libvirt started (run_libvirt_guest below)
+MODE=$(sed -n 's/.*xblk\.mode=\([a-z]*\).*/\1/p' /proc/cmdline)
 RO_GEN=7 RO_RUN=0ead            # the pattern build-artifacts.sh put on ro.img
 DISK_WAIT=45                    # s for xvda to appear (a broken backend: fail fast)
 HOTPLUG_WAIT=30                 # s for dom0's attach, detach and resize to show
@@ -83,6 +85,30 @@ done
 wait_until 10 test -d /sys/module/xen_blkfront/parameters
 echo "domU: blkfront max_ring_page_order=$(cat /sys/module/xen_blkfront/parameters/max_ring_page_order)" \
      "max_indirect_segments=$(cat /sys/module/xen_blkfront/parameters/max_indirect_segments)"
+
+# The domain libvirt defined and started: two file-backed disks handed to
+# the qdisk backend (xvda raw, xvdb qcow2).  Verified I/O on both and a
+# flush; then dom0 detaches xvdb through libvirt, our cue to power off.
+run_libvirt_guest() {
+    for d in xvda xvdb; do
+        if ! wait_until $DISK_WAIT present $d; then
+            check libvirt-io-$d FAIL "no /dev/$d after ${DISK_WAIT} s"
+        elif run xbverify suite /dev/$d 0 end 1 -r "$RUN" -j 2 -q 8; then
+            check libvirt-io-$d PASS "$(cat /sys/block/$d/size) sectors, $(last)"
+        else
+            check libvirt-io-$d FAIL "$(last)"
+        fi
+    done
+    if present xvda && run xbverify flush /dev/xvda; then
+        check libvirt-flush PASS "$(last)"
+    else
+        check libvirt-flush FAIL "$(last)"
+    fi
+    sync_point libvirt-finished
+    wait_until $HOTPLUG_WAIT absent xvdb || echo "domU: xvdb still there"
+    finish
+}
+[ "$MODE" = libvirt ] && run_libvirt_guest
 
 # 0. Control: the same verified I/O on a RAM disk.  A failure here is the
 #    bench's (the nested CPU emulation, the XSAVE trap), not the backend's.
