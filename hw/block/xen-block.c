@@ -595,6 +595,8 @@ static void xen_block_dev_realize(XenDevice *xendev, Error **errp)
     if (conf->discard_granularity == (uint32_t)-1) {
         conf->discard_granularity = conf->physical_block_size;
     }
+    /* rerror/werror=stop record the error in the I/O status (query-block) */
+    blk_iostatus_enable(conf->blk);
 
     blockdev->dataplane = xen_block_dataplane_create(xendev, conf->blk,
                                                      xen_block_resize_cb,

@@ -818,6 +818,215 @@ def t_queues_iothreads(c):
           'queues ran in %s' % [q['iothread'] for q in st])
 
 
+# ---- I/O faults: blkdebug errors, the rerror/werror policies ----
+
+BAD = 8 * MiB                   # where blkdebug's errors are aimed
+
+
+def faulty_disk(c, rules, img=None, args=(), **props):
+    """xvda on a raw image under blkdebug with these inject-error rules."""
+    img = img or c.image()
+    c.start(args=args)
+    c.qemu.qmp.cmd('blockdev-add', driver='raw', discard='unmap',
+                   **{'node-name': 'd0'},
+                   file={'driver': 'blkdebug', 'inject-error': rules,
+                         'image': {'driver': 'file', 'filename': img}})
+    try:
+        c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-xvda',
+                       vdev='xvda', drive='d0', **props)
+    except xensim.QMPError as e:
+        if props:
+            raise Skip('no %s: %s' % ('/'.join(props), e))
+        raise
+    return img
+
+
+def rule(event, iotype, errno=5, **more):
+    return dict(event=event, iotype=iotype, errno=errno, **more)
+
+
+def still_serves(c, mapf):
+    """After the errors: verified I/O away from BAD, QEMU running."""
+    io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 8,
+                     '--size', 2 * MiB, '--offset', 16 * MiB, '--map', mapf),
+             'I/O after the injected errors')
+    check(c.qemu.qmp.cmd('query-status')['status'] == 'running',
+          'the VM is not running after reported errors')
+
+
+@test('fault-read-eio')
+def t_fault_read(c):
+    faulty_disk(c, [rule('read_aio', 'read', sector=BAD // 512)])
+    mapf = os.path.join(c.tmp, 'map')
+    c.front('--op', 'write-pattern', '--offset', BAD - MiB, '--length',
+            2 * MiB, '--bs', '64k', '--map', mapf)
+    for _ in range(2):          # every time, not once
+        c.front('--op', 'read', '--offset', BAD, '--length', 4096,
+                '--expect', 'error', '--verify', 'off')
+    c.front('--op', 'verify-region', '--offset', BAD - MiB, '--length', MiB,
+            '--bs', '64k', '--map', mapf)
+    still_serves(c, mapf)
+
+
+@test('fault-write-eio')
+def t_fault_write(c):
+    img = faulty_disk(c, [rule('write_aio', 'write', sector=BAD // 512)])
+    mapf = os.path.join(c.tmp, 'map')
+    c.front('--op', 'write', '--offset', BAD, '--length', 4096,
+            '--expect', 'error')
+    c.front('--op', 'write-pattern', '--offset', BAD - MiB, '--length', MiB,
+            '--bs', '64k', '--map', mapf)
+    c.front('--op', 'verify-region', '--offset', BAD - MiB, '--length', MiB,
+            '--bs', '64k', '--map', mapf)
+    with open(img, 'rb') as f:
+        f.seek(BAD)
+        check(f.read(4096) == bytes(4096), 'the failed write reached the '
+              'image')
+    still_serves(c, mapf)
+
+
+@test('fault-flush-eio')
+def t_fault_flush(c):
+    faulty_disk(c, [rule('flush_to_disk', 'flush')])
+    mapf = os.path.join(c.tmp, 'map')
+    # a write first: a flush with nothing written may not reach the disk
+    c.front('--op', 'write-pattern', '--offset', 0, '--length', 64 * 1024,
+            '--map', mapf)
+    c.front('--op', 'flush', '--expect', 'error')
+    c.front('--op', 'verify-region', '--offset', 0, '--length', 64 * 1024,
+            '--map', mapf)
+    still_serves(c, mapf)
+
+
+@test('fault-discard-eio')
+def t_fault_discard(c):
+    # blkdebug arms its rules on an event: a write's arms this one
+    faulty_disk(c, [rule('write_aio', 'discard')])
+    mapf = os.path.join(c.tmp, 'map')
+    rep = c.front('--op', 'write-pattern', '--offset', BAD, '--length',
+                  MiB, '--bs', '64k', '--map', mapf)
+    if not device_of(rep).get('feature_discard'):
+        raise Skip('the backend offers no discard on this node')
+    c.front('--op', 'discard', '--offset', BAD, '--length', 64 * 1024,
+            '--expect', 'error', '--map', mapf)
+    c.front('--op', 'verify-region', '--offset', BAD, '--length', MiB,
+            '--bs', '64k', '--map', mapf)
+    still_serves(c, mapf)
+
+
+@test('fault-ignore')
+def t_fault_ignore(c):
+    """rerror=ignore, werror=ignore: errors answered OKAY, as asked."""
+    faulty_disk(c, [rule('read_aio', 'read', sector=BAD // 512),
+                    rule('write_aio', 'write', sector=BAD // 512)],
+                rerror='ignore', werror='ignore')
+    c.front('--op', 'write', '--offset', BAD, '--length', 4096,
+            '--expect', 'okay', '--verify', 'off')
+    c.front('--op', 'read', '--offset', BAD, '--length', 4096,
+            '--expect', 'okay', '--verify', 'off')
+    still_serves(c, os.path.join(c.tmp, 'map'))
+
+
+def wait_io_error_stop(c):
+    xensim.wait_for(
+        lambda: c.qemu.qmp.cmd('query-status')['status'] == 'io-error', 30,
+        'the VM stopped on the I/O error')
+
+
+def finish_after_cont(c, proc, what):
+    """QMP cont; the parked requests complete; the frontend's report."""
+    c.qemu.qmp.cmd('cont')
+    out, err = proc.communicate(timeout=120)
+    rep = parse_json(out)
+    check(proc.returncode == 0, '%s: the frontend failed after cont: %s %s'
+          % (what, err[-800:], summary(rep)))
+    # each request answered once: no response for an id not in flight
+    bogus = sum(r.get('bogus', 0) for r in rep.get('rings', []))
+    check(bogus == 0, '%s: %d responses for requests not in flight (answered '
+          'twice?)' % (what, bogus))
+    return rep
+
+
+def background_writes(c, offset, size, mapf, iodepth=16, bs='64k'):
+    return subprocess.Popen(
+        [xensim.FRONT, 'run', '--domid', '1', '--json', '-', '--rw', 'write',
+         '--bs', bs, '--iodepth', str(iodepth), '--offset', str(offset),
+         '--size', str(size), '--map', mapf, '--deadline', '90'],
+        env=c.sim.env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+
+
+@test('fault-werror-stop-retry')
+def t_fault_stop_retry(c):
+    """werror=stop: the failed write is parked, unanswered, until cont."""
+    faulty_disk(c, [rule('write_aio', 'write', sector=BAD // 512,
+                         once=True)], werror='stop')
+    mapf = os.path.join(c.tmp, 'map')
+    proc = background_writes(c, BAD - MiB, 2 * MiB, mapf)
+    wait_io_error_stop(c)
+    check(proc.poll() is None, 'the frontend finished while a write was '
+          'parked (it was answered)')
+    rep = finish_after_cont(c, proc, 'werror=stop')
+    io_clean(rep, 'writes across the failed sector after cont')
+    check(rep.get('ios') == 2 * MiB // (64 * 1024),
+          'expected %d writes, %s' % (2 * MiB // (64 * 1024), rep.get('ios')))
+    c.front('--op', 'verify-region', '--offset', BAD - MiB, '--length',
+            2 * MiB, '--bs', '64k', '--map', mapf)
+    still_serves(c, mapf)
+
+
+@test('fault-enospc-stop-cont')
+def t_fault_enospc(c):
+    """A full disk with werror=stop: parked, then space, cont, all there."""
+    small = os.path.join(c.tmp, 'small')
+    os.mkdir(small)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small],
+                   check=True)
+    try:
+        img = os.path.join(small, 'disk.img')
+        with open(img, 'wb') as f:
+            f.truncate(64 * MiB)
+        c.start()
+        c.qemu.qmp.cmd('blockdev-add', driver='raw', **{'node-name': 'd0'},
+                       file={'driver': 'file', 'filename': img})
+        try:
+            c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-xvda',
+                           vdev='xvda', drive='d0', werror='stop')
+        except xensim.QMPError as e:
+            raise Skip('no werror: %s' % e)
+        mapf = os.path.join(c.tmp, 'map')
+        size = 12 * MiB         # three times what the file system holds
+        proc = background_writes(c, 0, size, mapf)
+        wait_io_error_stop(c)
+        failed = sum(d['stats']['failed_wr_operations']
+                     for d in c.qemu.qmp.cmd('query-blockstats'))
+        check(failed > 0, 'stopped, but no failed write counted')
+        subprocess.run(['mount', '-o', 'remount,size=128m', small],
+                       check=True)
+        # it may stop again on writes that were in flight: cont each time
+        rep = None
+        c.qemu.qmp.cmd('cont')
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if c.qemu.qmp.cmd('query-status')['status'] == 'io-error':
+                c.qemu.qmp.cmd('cont')
+            try:
+                proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+        rep = finish_after_cont(c, proc, 'ENOSPC')
+        io_clean(rep, 'writes after space was made')
+        check(rep.get('ios') == size // (64 * 1024),
+              'expected %d writes, %s' % (size // (64 * 1024),
+                                          rep.get('ios')))
+        c.front('--op', 'verify-region', '--offset', 0, '--length', size,
+                '--bs', '64k', '--map', mapf)
+        still_serves(c, mapf)
+    finally:
+        # lazily: QEMU, stopped later, may still hold the image open
+        subprocess.run(['umount', '-l', small])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--qemu', default='ours', choices=sorted(xensim.QEMUS))
