@@ -108,27 +108,39 @@ stream_console() {
           sed -u -e 's/\r$//' -e "s/^/$2| /" ) &
 }
 
-write_config() {
-    local backend=$1 run=$2 dm=""
-    [ "$backend" = ours ] && dm="device_model_override = \"$OURS\""
-    cat > /run/$DOMU.cfg <<EOF
-name = "$DOMU"
-type = "pv"
-kernel = "/realxen/vmlinuz"
-ramdisk = "/realxen/domu-initrd.cpio.gz"
-extra = "console=hvc0 quiet loglevel=4 xen_blkfront.max_ring_page_order=2 xen_blkfront.max_indirect_segments=256 xblk.run=$run"
+# xl_config NAME BACKEND RAMDISK MEMORY EXTRA DISK...: /run/NAME.cfg, a
+# 2-vCPU PV domU on Debian's kernel; ours serves its disks through
+# device_model_override, the stock QEMU as libxl's default.
+xl_config() {
+    local name=$1 backend=$2 ramdisk=$3 memory=$4 extra=$5 disks="" d
+    shift 5
+    for d in "$@"; do disks="$disks${disks:+, }'$d'"; done
+    {
+        echo "name = \"$name\""
+        echo 'type = "pv"'
+        echo 'kernel = "/realxen/vmlinuz"'
+        echo "ramdisk = \"$ramdisk\""
+        echo "extra = \"console=hvc0 quiet loglevel=4 $extra\""
+        echo "memory = $memory"
+        echo "vcpus = 2"
+        echo "disk = [ $disks ]"
+        echo 'on_poweroff = "destroy"'
+        echo 'on_reboot = "destroy"'
+        echo 'on_crash = "destroy"'
+        if [ "$backend" = ours ]; then
+            echo "device_model_override = \"$OURS\""
+        fi
+    } > "/run/$name.cfg"
+}
+
 # With persistent grants, blkfront fills every slot of every ring with
 # (segments + indirect pages) granted pages up front: 4-page rings, 256
 # segments and 2 queues take about 260 MiB; 16-page rings would take 1 GiB.
-memory = 768
-vcpus = 2
-disk = [ 'format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/images/disk.img',
-         'format=raw, vdev=xvdc, access=ro, backendtype=qdisk, target=/images/ro.img' ]
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-$dm
-EOF
+write_config() {
+    xl_config "$DOMU" "$1" /realxen/domu-initrd.cpio.gz 768 \
+        "xen_blkfront.max_ring_page_order=2 xen_blkfront.max_indirect_segments=256 xblk.run=$2" \
+        'format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/images/disk.img' \
+        'format=raw, vdev=xvdc, access=ro, backendtype=qdisk, target=/images/ro.img'
 }
 
 # Which QEMU serves the domU's disks: its process, binary, command line
@@ -251,26 +263,13 @@ domu_results() {
 
 # ---- the second domU: xenblk-front's conformance core and hostile cases ----
 
-write_front_config() {
-    local backend=$1 dm=""
-    [ "$backend" = ours ] && dm="device_model_override = \"$OURS\""
-    cat > /run/$FRONT.cfg <<EOF
-name = "$FRONT"
-type = "pv"
-kernel = "/realxen/vmlinuz"
-ramdisk = "/realxen/domu-front-initrd.cpio.gz"
 # gntalloc's default limit (1024 pages) is below what 2 queues of 16-page
 # rings with 256 indirect segments and persistent grants may keep shared.
-extra = "console=hvc0 quiet loglevel=4 xen_gntalloc.limit=262144"
-memory = 512
-vcpus = 2
-disk = [ 'format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/images/front.img',
-         'format=raw, vdev=xvdc, access=ro, backendtype=qdisk, target=/images/ro.img' ]
-on_poweroff = "destroy"
-on_reboot = "destroy"
-on_crash = "destroy"
-$dm
-EOF
+write_front_config() {
+    xl_config "$FRONT" "$1" /realxen/domu-front-initrd.cpio.gz 512 \
+        "xen_gntalloc.limit=262144" \
+        'format=raw, vdev=xvda, access=rw, backendtype=qdisk, target=/images/front.img' \
+        'format=raw, vdev=xvdc, access=ro, backendtype=qdisk, target=/images/ro.img'
 }
 
 # Boot the xbfront domU, let it run its cases, re-emit its checks.  Its
