@@ -35,9 +35,18 @@ struct XenBlockGrants {
     GHashTable *persistent;     /* gref -> XenBlockPersistentGrant */
     unsigned int max_persistent;
     uint64_t clock;             /* advances once per acquire */
-    QEMUBH *purge_bh;
+    uint64_t clock_at_purge;    /* the clock when the last purge ran */
+    QEMUTimer *purge_timer;
     XenBlockQueueStats *stats;
 };
+
+/*
+ * How often, at most, idle mappings are purged when the cache is full (as
+ * Linux's blkback: its LRU interval).  Purging on every miss instead would
+ * unmap and map again all the time when the guest's working set is larger
+ * than the cap: then the cap's worth stays mapped and the rest is copied.
+ */
+#define XEN_BLOCK_PURGE_INTERVAL_MS 100
 
 static void xen_block_grants_purge(void *opaque);
 
@@ -66,14 +75,15 @@ XenBlockGrants *xen_block_grants_new(XenDevice *xendev, AioContext *ctx,
     g->max_persistent = max_persistent;
     if (max_persistent) {
         g->persistent = g_hash_table_new(g_direct_hash, g_direct_equal);
-        g->purge_bh = aio_bh_new(ctx, xen_block_grants_purge, g);
+        g->purge_timer = aio_timer_new(ctx, QEMU_CLOCK_REALTIME, SCALE_MS,
+                                       xen_block_grants_purge, g);
     }
     return g;
 }
 
 void xen_block_grants_detach(XenBlockGrants *g)
 {
-    g_clear_pointer(&g->purge_bh, qemu_bh_delete);
+    g_clear_pointer(&g->purge_timer, timer_free);
 }
 
 static void xen_block_grants_unmap(XenBlockGrants *g,
@@ -115,8 +125,9 @@ static gint xen_block_grants_older(gconstpointer a, gconstpointer b)
 }
 
 /*
- * Unmap the least recently used eighth of the idle mappings, so that new
- * grants can be mapped again.  A bottom half: never on the request path.
+ * Unmap up to an eighth of the mappings, least recently used first, among
+ * those not used since the previous purge, so that new grants can be
+ * mapped again.  A timer: never on the request path.
  */
 static void xen_block_grants_purge(void *opaque)
 {
@@ -128,10 +139,13 @@ static void xen_block_grants_purge(void *opaque)
 
     g_hash_table_iter_init(&iter, g->persistent);
     while (g_hash_table_iter_next(&iter, NULL, &value)) {
-        if (((XenBlockPersistentGrant *)value)->in_use == 0) {
-            g_ptr_array_add(idle, value);
+        XenBlockPersistentGrant *pg = value;
+
+        if (pg->in_use == 0 && pg->last_used <= g->clock_at_purge) {
+            g_ptr_array_add(idle, pg);
         }
     }
+    g->clock_at_purge = g->clock;
     g_ptr_array_sort(idle, xen_block_grants_older);
     n = MIN(idle->len, g->max_persistent / 8 + 1);
     for (guint i = 0; i < n; i++) {
@@ -194,8 +208,11 @@ bool xen_block_grants_acquire(XenBlockGrants *g, const XenBlkifSegment *segs,
                 g->stats->persistent_hits++;
             } else if (g_hash_table_size(g->persistent) < g->max_persistent) {
                 pg = xen_block_grants_map(g, segs[i].gref);
-            } else {
-                qemu_bh_schedule(g->purge_bh);  /* make room for later */
+            } else if (!timer_pending(g->purge_timer)) {
+                /* make room for later, once the idle ones are known */
+                timer_mod(g->purge_timer,
+                          qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
+                          XEN_BLOCK_PURGE_INTERVAL_MS);
             }
         }
         if (pg) {
