@@ -398,11 +398,13 @@ def slow_disk(c, iothread, vdev='xvda'):
 
 
 def start_load(c, iodepth=32):
+    # a 4-page ring (128 slots) holds the 64 requests the close tests keep
+    # in flight
     proc = subprocess.Popen(
         [xensim.FRONT, 'run', '--domid', '1', '--rw', 'randread', '--bs',
-         '4k', '--iodepth', str(iodepth), '--runtime', '60', '--verify',
-         'off', '--json', '-'], env=c.sim.env(1), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+         '4k', '--iodepth', str(iodepth), '--ring-pages', '4', '--runtime',
+         '60', '--verify', 'off', '--json', '-'], env=c.sim.env(1),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     be = '/local/domain/0/backend/qdisk/1/51712/state'
     xensim.wait_for(lambda: c.xs_read(be) == '4', 20, 'backend Connected')
     # wait until a few rounds of requests have gone through the disk
@@ -431,12 +433,12 @@ def detach_with_io(c, iothread):
 
 
 def close_with_io(c, iothread):
-    """The guest closes its ring abruptly with 32 requests in flight."""
+    """The guest closes its ring abruptly with 64 requests in flight."""
     slow_disk(c, iothread)
     fe = '/local/domain/1/device/vbd/51712/state'
     be = '/local/domain/0/backend/qdisk/1/51712/state'
     for i in range(3):
-        proc = start_load(c)
+        proc = start_load(c, iodepth=64)
         c.tool('xs', 'write', fe, '6')
         xensim.wait_for(lambda: c.xs_read(be) == '6', 20, 'backend Closed')
         proc.kill()
