@@ -162,6 +162,20 @@ report_qemu() {
     return 1
 }
 
+# check_served_by CHECK DOMID BACKEND: the domain's disks are served by the
+# QEMU the backend names (ours through device_model_override, or stock).
+check_served_by() {
+    local name=$1 domid=$2 want=$STOCK
+    [ "$3" = ours ] && want=$OURS
+    QEMU_PID="" QEMU_EXE=""
+    report_qemu "$domid"
+    if [ "$QEMU_EXE" = "$want" ]; then
+        check "$name" PASS "domid $domid, disks served by $want (pid $QEMU_PID)"
+    else
+        check "$name" FAIL "domid $domid, served by '${QEMU_EXE:-nothing}', not $want"
+    fi
+}
+
 snapshot_xenstore() {
     local domid=$1
     xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" > /run/xs-backend 2>&1
@@ -276,7 +290,7 @@ write_front_config() {
 # disks stay in InitWait until xenblk-front in the domU connects them: xl
 # create waits for the backend, not for a frontend.
 front_phase() {
-    local backend=$1 domid state want
+    local backend=$1 domid state
     write_front_config "$backend"
     set_guest "$FRONT" "$FRONT_LOG"
     stream_console "$FRONT_LOG" front
@@ -288,14 +302,7 @@ front_phase() {
         return
     fi
     domid=$("$XEN/xl" domid "$FRONT")
-    report_qemu "$domid"
-    want=$STOCK
-    [ "$backend" = ours ] && want=$OURS
-    if [ "$QEMU_EXE" = "$want" ]; then
-        check front-create PASS "domid $domid, disks served by $want (pid $QEMU_PID)"
-    else
-        check front-create FAIL "domid $domid, served by '${QEMU_EXE:-nothing}', not $want"
-    fi
+    check_served_by front-create "$domid" "$backend"
     state=$(wait_sync front-finished 300)
     step "$FRONT: $state"
     if [ "$state" != front-finished ]; then
@@ -329,7 +336,7 @@ front_phase() {
 # ---- the first domU: Linux's xen-blkfront ----
 
 blkfront_phase() {
-    local backend=$1 run domid="" state want
+    local backend=$1 run domid="" state
     run=$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')
     write_config "$backend" "$run"
     stream_console "$CONSOLE_LOG" domU
@@ -337,14 +344,7 @@ blkfront_phase() {
     step "xl create ($backend)"
     if timeout 120 "$XEN/xl" create /run/$DOMU.cfg > /run/xl-create.log 2>&1; then
         domid=$("$XEN/xl" domid "$DOMU")
-        report_qemu "$domid"
-        want=$STOCK
-        [ "$backend" = ours ] && want=$OURS
-        if [ "$QEMU_EXE" = "$want" ]; then
-            check domu-create PASS "domid $domid, disks served by $want (pid $QEMU_PID)"
-        else
-            check domu-create FAIL "domid $domid, served by '${QEMU_EXE:-nothing}', not $want"
-        fi
+        check_served_by domu-create "$domid" "$backend"
     else
         check domu-create FAIL "xl create: $(tail -3 /run/xl-create.log | tr '\n' ' ')"
         sed 's/^/XBLK-XL /' /run/xl-create.log | tail -20
