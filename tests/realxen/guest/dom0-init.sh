@@ -176,6 +176,22 @@ check_served_by() {
     fi
 }
 
+# check_exit CHECK DOMAIN STATE DONE SECS: the domain powers itself off
+# within SECS (else it is destroyed); it passes if it had reached DONE.
+check_exit() {
+    local name=$1 dom=$2 state=$3 done=$4 secs=$5
+    if wait_for "$secs" bash -c "! $XEN/xl domid $dom >/dev/null 2>&1"; then
+        if [ "$state" = "$done" ]; then
+            check "$name" PASS "finished its steps and powered off"
+        else
+            check "$name" FAIL "gone without finishing (state '$state')"
+        fi
+    else
+        check "$name" FAIL "still running $secs s after '$state': destroyed"
+        timeout 30 "$XEN/xl" destroy "$dom"
+    fi
+}
+
 snapshot_xenstore() {
     local domid=$1
     xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" > /run/xs-backend 2>&1
@@ -318,16 +334,7 @@ front_phase() {
     fi
     # The domU powers off when told, after the liveness check above.
     xenstore-write "/local/domain/$domid/xblk/state" 1 2>/dev/null
-    if wait_for 60 bash -c "! $XEN/xl domid $FRONT >/dev/null 2>&1"; then
-        if [ "$state" = front-finished ]; then
-            check front-exit PASS "finished its cases and powered off"
-        else
-            check front-exit FAIL "gone without finishing (state '$state')"
-        fi
-    else
-        check front-exit FAIL "still running 60 s after '$state': destroyed"
-        timeout 30 "$XEN/xl" destroy "$FRONT"
-    fi
+    check_exit front-exit "$FRONT" "$state" front-finished 60
     grep -a '^XBLK-CHECK ' "$FRONT_LOG" | tr -d '\r' | sed 's/^XBLK-//'
     python3 /realxen/front-results.py "$FRONT_LOG"
     sed 's/^/XBLK-DMLOG-FRONT /' "/var/log/xen/qemu-dm-$FRONT.log" 2>/dev/null | tail -15
@@ -400,16 +407,7 @@ blkfront_phase() {
     # 2. The domU powers itself off (if it is not stuck: then at once).
     local grace=60
     case $state in finished|abort|dead) ;; *) grace=5 ;; esac
-    if wait_for $grace bash -c "! $XEN/xl domid $DOMU >/dev/null 2>&1"; then
-        if [ "$state" = finished ]; then
-            check domu-exit PASS "finished its steps and powered off"
-        else
-            check domu-exit FAIL "gone without finishing (state '$state')"
-        fi
-    else
-        check domu-exit FAIL "still running $grace s after '$state': destroyed"
-        timeout 30 "$XEN/xl" destroy "$DOMU"
-    fi
+    check_exit domu-exit "$DOMU" "$state" finished $grace
 
     domu_results "$domid"
     sed 's/^/XBLK-DMLOG /' "/var/log/xen/qemu-dm-$DOMU.log" 2>/dev/null | tail -25
