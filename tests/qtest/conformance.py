@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -439,6 +440,9 @@ def close_with_io(c, iothread):
     be = '/local/domain/0/backend/qdisk/1/51712/state'
     for i in range(3):
         proc = start_load(c, iodepth=64)
+        # frozen, the frontend cannot answer the backend's Closed with a
+        # Closing of its own (which would leave the backend in Closing)
+        proc.send_signal(signal.SIGSTOP)
         c.tool('xs', 'write', fe, '6')
         xensim.wait_for(lambda: c.xs_read(be) == '6', 20, 'backend Closed')
         proc.kill()
