@@ -185,29 +185,31 @@ bool xen_block_grants_acquire(XenBlockGrants *g, const XenBlkifSegment *segs,
     /*
      * Every segment whose grant is not mapped yet may end up in a pool
      * page (its mapping may fail): make sure there are enough first, so
-     * that we never hold half a request.
+     * that we never hold half a request.  The lookups are kept for below.
      */
     for (unsigned int i = 0; i < n; i++) {
-        if (!g->persistent ||
-            !g_hash_table_contains(g->persistent,
-                                   GUINT_TO_POINTER(segs[i].gref))) {
-            misses++;
-        }
+        bufs[i].pgrant = g->persistent ?
+            g_hash_table_lookup(g->persistent,
+                                GUINT_TO_POINTER(segs[i].gref)) : NULL;
+        misses += !bufs[i].pgrant;
     }
     if (misses > g->nr_free) {
         return false;
     }
     g->clock++;
     for (unsigned int i = 0; i < n; i++) {
-        XenBlockPersistentGrant *pg = NULL;
+        XenBlockPersistentGrant *pg = bufs[i].pgrant;
 
-        if (g->persistent) {
-            pg = g_hash_table_lookup(g->persistent,
-                                     GUINT_TO_POINTER(segs[i].gref));
-            if (pg) {
-                g->stats->persistent_hits++;
-            } else if (g_hash_table_size(g->persistent) < g->max_persistent) {
-                pg = xen_block_grants_map(g, segs[i].gref);
+        if (pg) {
+            g->stats->persistent_hits++;
+        } else if (g->persistent) {
+            if (g_hash_table_size(g->persistent) < g->max_persistent) {
+                /* a grant twice in one request is mapped once */
+                pg = g_hash_table_lookup(g->persistent,
+                                         GUINT_TO_POINTER(segs[i].gref));
+                if (!pg) {
+                    pg = xen_block_grants_map(g, segs[i].gref);
+                }
             } else if (!timer_pending(g->purge_timer)) {
                 /* make room for later, once the idle ones are known */
                 timer_mod(g->purge_timer,

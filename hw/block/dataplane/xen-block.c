@@ -16,8 +16,8 @@
  *   buffers  a place for each segment's data (xen-block-grants.c): a
  *            persistent mapping of the guest page, or a pool page; when
  *            the pool is short, the request waits its turn
- *   submit   bring write data in (grant copy); BlockBackend AIO
- *   complete AIO callback: for reads, copy data out; error policy
+ *   submit   bring write data in (grant copy); the I/O, in a coroutine
+ *   complete the I/O returned: for reads, copy data out; error policy
  *   respond  the response on the ring, published in batches
  *   put      back on the free list
  *
@@ -48,6 +48,18 @@
  * requests (which then wait for each other rather than pin more memory).
  */
 #define XEN_BLOCK_POOL_PAGES_MAX    4096    /* 16 MiB */
+
+/*
+ * Responses are published in batches: at the end of a pass over the ring
+ * (or of a batch of completions), and every this many on the way.  The
+ * frontend then starts on the first responses (and sends new requests,
+ * which the same pass picks up) while we work on the rest, instead of the
+ * two taking turns on a whole ring's worth; and it is notified at most
+ * once per batch.  4 KiB reads at iodepth 32 on null-co went from 0.75M
+ * to 1.28M IOPS with 16 (8: 1.24M; 1, a push per response: 1.12M and a
+ * notification for most; docs/bench.rst).
+ */
+#define XEN_BLOCK_PUBLISH_BATCH     16
 
 typedef struct XenBlockQueue XenBlockQueue;
 typedef struct XenBlockRequest XenBlockRequest;
@@ -91,6 +103,9 @@ struct XenBlockQueue {
     uint8_t *indirect_pages;        /* one request's descriptor pages */
     XenDeviceGrantCopySegment *copy_scratch;    /* room for max_segs */
     unsigned int inflight;          /* consumed, not yet answered */
+    unsigned int io_running;        /* requests with a live coroutine */
+    bool idle;                      /* io_running was 0: see stop() */
+    unsigned int unpublished;       /* responses written since the push */
     QLIST_HEAD(, XenBlockRequest) free_list;
     XenBlockRequestList waiting;    /* for pool pages */
     XenBlockRequestList parked;     /* werror/rerror=stop */
@@ -180,6 +195,7 @@ static void xen_block_queue_push(void *opaque)
         return;
     }
     q->push_pending = false;
+    q->unpublished = 0;
     if (xen_blkif_ring_push_responses(&q->ring)) {
         q->stats->notifications++;
         xen_device_notify_event_channel(q->dp->xendev, q->channel, NULL);
@@ -206,7 +222,10 @@ static void xen_block_request_respond(XenBlockRequest *r)
     q->push_pending = true;
     q->inflight--;
     QLIST_INSERT_HEAD(&q->free_list, r, free_entry);
-    /* Batched: runs once at the end of the current defer_call section. */
+    if (++q->unpublished >= XEN_BLOCK_PUBLISH_BATCH) {
+        xen_block_queue_push(q);
+    }
+    /* The rest: once, at the end of the current defer_call section. */
     defer_call(xen_block_queue_push, q);
     xen_block_queue_start_waiting(q);
     if (was_barrier) {
@@ -273,9 +292,12 @@ static bool xen_block_request_io_error(XenBlockRequest *r, int error)
     return action == BLOCK_ERROR_ACTION_STOP;
 }
 
-static void xen_block_request_complete(void *opaque, int ret)
+static void xen_block_request_start_co(XenBlockRequest *r);
+
+/* The block layer is done with the current stage of @r: what next. */
+static void coroutine_fn xen_block_request_complete(XenBlockRequest *r,
+                                                    int ret)
 {
-    XenBlockRequest *r = opaque;
     XenBlockQueue *q = r->q;
     BlockAcctStats *stats = blk_get_stats(q->dp->blk);
     Error *local_err = NULL;
@@ -300,7 +322,7 @@ static void xen_block_request_complete(void *opaque, int ret)
     if (r->req.op == BLKIF_OP_WRITE_BARRIER && r->nr_segs && !r->written) {
         r->written = true;
         block_acct_start(stats, &r->acct, 0, BLOCK_ACCT_FLUSH);
-        blk_aio_flush(q->dp->blk, xen_block_request_complete, r);
+        xen_block_request_start_co(r);
         goto out;
     }
     if (xen_block_request_is_read(r) &&
@@ -316,11 +338,66 @@ out:
     defer_call_end();
 }
 
+/* The block layer call that does the current stage of @r. */
+static int coroutine_fn xen_block_request_do_io(XenBlockRequest *r)
+{
+    BlockBackend *blk = r->q->dp->blk;
+    int64_t offset = (int64_t)r->req.sector << XEN_BLKIF_SECTOR_SHIFT;
+
+    switch (r->req.op) {
+    case BLKIF_OP_READ:
+        return blk_co_preadv(blk, offset, r->qiov.size, &r->qiov, 0);
+    case BLKIF_OP_FLUSH_DISKCACHE:
+    case BLKIF_OP_WRITE_BARRIER:
+        /*
+         * Flush first; the data (if any) follows once it is done, and a
+         * barrier's data is flushed again once written.
+         */
+        if (!r->flushed || r->written) {
+            return blk_co_flush(blk);
+        }
+        /* fall through */
+    case BLKIF_OP_WRITE:
+        return blk_co_pwritev(blk, offset, r->qiov.size, &r->qiov, 0);
+    case BLKIF_OP_DISCARD:
+        return blk_co_pdiscard(blk, offset,
+                               (int64_t)r->req.nr_sectors <<
+                               XEN_BLKIF_SECTOR_SHIFT, 0);
+    default:
+        g_assert_not_reached();     /* parse let nothing else through */
+    }
+}
+
+static void coroutine_fn xen_block_request_co(void *opaque)
+{
+    XenBlockRequest *r = opaque;
+    XenBlockQueue *q = r->q;
+
+    xen_block_request_complete(r, xen_block_request_do_io(r));
+    /* Last: stop() waits for this to reach zero (see there). */
+    q->io_running--;
+}
+
+/*
+ * Run the current stage of @r in a coroutine of its own.  A coroutine
+ * rather than blk_aio_*(): no AIOCB to allocate and, when the I/O
+ * completes at once, no bottom half per request: the response is written
+ * in the same pass over the ring and published with the others.  From a
+ * coroutine (a completion starting the next stage, or a waiting
+ * request), the new one runs as soon as the current one yields or ends.
+ */
+static void xen_block_request_start_co(XenBlockRequest *r)
+{
+    XenBlockQueue *q = r->q;
+
+    q->io_running++;
+    aio_co_enter(q->ctx, qemu_coroutine_create(xen_block_request_co, r));
+}
+
 /* Start (or restart, after a stop) the I/O of a request. */
 static void xen_block_request_submit(XenBlockRequest *r)
 {
     BlockBackend *blk = r->q->dp->blk;
-    int64_t offset = (int64_t)r->req.sector << XEN_BLKIF_SECTOR_SHIFT;
 
     r->status = BLKIF_RSP_OKAY;
     block_acct_start(blk_get_stats(blk), &r->acct,
@@ -328,31 +405,7 @@ static void xen_block_request_submit(XenBlockRequest *r)
                      xen_block_request_acct_type(r));
     trace_xen_block_request_submit(r, r->req.id, r->req.op, r->req.sector,
                                    r->nr_sectors);
-    switch (r->req.op) {
-    case BLKIF_OP_READ:
-        blk_aio_preadv(blk, offset, &r->qiov, 0, xen_block_request_complete,
-                       r);
-        break;
-    case BLKIF_OP_FLUSH_DISKCACHE:
-    case BLKIF_OP_WRITE_BARRIER:
-        /* Flush first; the data (if any) follows once it is done. */
-        if (!r->flushed) {
-            blk_aio_flush(blk, xen_block_request_complete, r);
-            break;
-        }
-        /* fall through */
-    case BLKIF_OP_WRITE:
-        blk_aio_pwritev(blk, offset, &r->qiov, 0, xen_block_request_complete,
-                        r);
-        break;
-    case BLKIF_OP_DISCARD:
-        blk_aio_pdiscard(blk, offset,
-                         (int64_t)r->req.nr_sectors << XEN_BLKIF_SECTOR_SHIFT,
-                         xen_block_request_complete, r);
-        break;
-    default:
-        g_assert_not_reached();     /* parse let nothing else through */
-    }
+    xen_block_request_start_co(r);
 }
 
 /*
@@ -955,6 +1008,36 @@ bool xen_block_dataplane_start(XenBlockDataPlane *dp,
     return true;
 }
 
+static void xen_block_queue_check_idle_bh(void *opaque)
+{
+    XenBlockQueue *q = opaque;
+
+    q->idle = q->io_running == 0;
+}
+
+/*
+ * Is every request coroutine of every queue finished?  blk_drain() alone
+ * does not say: a request leaves the block layer's count when its I/O
+ * returns, before its coroutine writes the response, and that completion
+ * may start another stage or a request that waited for buffers.  Asked
+ * in each queue's AioContext, between two of its handlers.
+ */
+static bool xen_block_dataplane_io_idle(XenBlockDataPlane *dp)
+{
+    bool idle = true;
+
+    for (unsigned int i = 0; i < dp->nr_queues; i++) {
+        XenBlockQueue *q = &dp->queues[i];
+
+        if (!q->ctx) {
+            continue;       /* never started: no requests */
+        }
+        aio_wait_bh_oneshot(q->ctx, xen_block_queue_check_idle_bh, q);
+        idle &= q->idle;
+    }
+    return idle;
+}
+
 void xen_block_dataplane_stop(XenBlockDataPlane *dp)
 {
     if (!dp || !dp->started) {
@@ -966,7 +1049,8 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dp)
     /*
      * First make sure no queue handler runs any more (in its own thread),
      * then wait for every request in flight: their completions still write
-     * responses into rings that are mapped until the very end.
+     * responses into rings that are mapped until the very end.  A request
+     * can start I/O again from its own completion, hence the loop.
      */
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
         XenBlockQueue *q = &dp->queues[i];
@@ -975,7 +1059,9 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dp)
             aio_wait_bh_oneshot(q->ctx, xen_block_queue_detach_bh, q);
         }
     }
-    blk_drain(dp->blk);
+    do {
+        blk_drain(dp->blk);
+    } while (!xen_block_dataplane_io_idle(dp));
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
         xen_block_queue_stop(&dp->queues[i]);
     }
