@@ -5,8 +5,9 @@ Run through bench/profile.sh, which picks the tool:
     bench/profile.py --tool perf|callgrind WORKLOAD [--storage null]
                      [--seconds N] [--out DIR] [--backend ours|stock]
 
-perf:      our QEMU runs normally; `perf record -g -p PID` covers the load
-           only; `perf report --stdio` (self and children) in the report.
+perf:      our QEMU runs normally; `perf record -a -e cpu-clock -g` covers the load
+           only; `perf report --pid` (QEMU's threads, self and children)
+           in the report.  PERF_CALLGRAPH="--call-graph dwarf" for full stacks.
 callgrind: our QEMU runs under `valgrind --tool=callgrind
            --instr-atstart=no`; instrumentation is switched on for the load
            only (callgrind_control -i on/off, then -d), so the instruction
@@ -112,8 +113,13 @@ def main():
         def start(backend, pid):
             state['pid'] = pid
             state['perf'] = subprocess.Popen(
-                ['perf', 'record', '-g', '-p', str(pid), '-o',
-                 os.path.join(out, 'perf.data')],
+                # the whole machine, kept to QEMU's threads at report time:
+                # with -p, threads QEMU starts during the load (the thread
+                # pool's workers) would be missed.  cpu-clock: VMs rarely
+                # have hardware counters.
+                ['perf', 'record', '-a', '-e', 'cpu-clock'] +
+                os.environ.get('PERF_CALLGRAPH', '-g').split() +
+                ['-o', os.path.join(out, 'perf.data')],
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
         def end(backend, pid):
@@ -200,12 +206,13 @@ def main():
             L += top_lines(inc.stdout, a.top, point['ios'])
     else:
         data = os.path.join(out, 'perf.data')
+        pid = ['--pid', str(state['pid'])]
         self_ = run_cmd(['perf', 'report', '-i', data, '--stdio',
                          '--no-children', '--percent-limit', '0.5',
-                         '--sort', 'symbol', '-g', 'none'])
+                         '--sort', 'comm,symbol', '-g', 'none'] + pid)
         child = run_cmd(['perf', 'report', '-i', data, '--stdio',
                          '--children', '--percent-limit', '2',
-                         '--sort', 'symbol', '-g', 'none'])
+                         '--sort', 'symbol', '-g', 'none'] + pid)
         L.append('perf data: %s' % data)
         L.append('')
         L.append('== self ==')
