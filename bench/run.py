@@ -1390,6 +1390,14 @@ def main(argv=None):
     ap.add_argument('--ring-pages', type=int, default=16)
     ap.add_argument('--indirect', type=int, default=256)
     ap.add_argument('--no-persistent', action='store_true')
+    ap.add_argument('--ours-binary', default='',
+                    help='our QEMU from elsewhere (default: the release '
+                         'build), e.g. an older build kept aside for an A/B '
+                         'comparison')
+    ap.add_argument('--stock-binary', default='',
+                    help='another QEMU in the stock column: with '
+                         '--ours-binary, an A/B of two of our builds in one '
+                         'interleaved run (the ratios are then new/old)')
     ap.add_argument('--iothread-opts', default='',
                     help='extra IOThread options for both QEMUs, e.g. '
                          'poll-max-ns=0 (tuning studies)')
@@ -1497,6 +1505,10 @@ def run(a, wls, backends, storages, repeat, runtime, quiet=False):
     # measured.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _term)
+    if a.ours_binary:
+        xensim.QEMUS['ours'] = os.path.abspath(a.ours_binary)
+    if a.stock_binary:
+        xensim.QEMUS['stock'] = os.path.abspath(a.stock_binary)
     ids = {b: file_id(xensim.QEMUS[b]) for b in ('ours', 'stock')}
     snap = None
     if 'ours' in backends and not a.no_snapshot:
