@@ -1009,6 +1009,11 @@ def report(meta, points, med, workloads, storages, backends, tlist):
             t.name, fmt_r(t.measured), t.op, t.goal, t.status,
             t.by_how_much(), t.detail))
     add('')
+    if any(t.status == 'MISS' for t in tlist):
+        add('Why a target is missed, from the profiles (bench/profile.sh): '
+            'docs/bench.rst, "Where the time goes"; the device counters '
+            'behind each point are in results.json (setup.device_stats).')
+        add('')
 
     add('## Throughput and latency (medians)')
     add('')
