@@ -79,6 +79,7 @@ struct XenBlockRequest {
     bool written;                   /* barrier: the data is written */
     bool has_bufs;
     XenBlockSegBuf *bufs;           /* room for max_segs */
+    struct iovec *iov;              /* room for max_segs: qiov's vector */
     QEMUIOVector qiov;
     BlockAcctCookie acct;
     QLIST_ENTRY(XenBlockRequest) free_entry;
@@ -101,6 +102,7 @@ struct XenBlockQueue {
     bool push_pending;              /* responses written, not published */
     unsigned int max_segs;
     XenBlockRequest *requests;
+    void *seg_room;                 /* every request's per-segment arrays */
     XenBlockGrants *grants;
     uint8_t *indirect_pages;        /* one request's descriptor pages */
     XenDeviceGrantCopySegment *copy_scratch;    /* room for max_segs */
@@ -420,14 +422,14 @@ static void xen_block_request_start_io(XenBlockRequest *r)
     XenBlockQueue *q = r->q;
     Error *local_err = NULL;
 
-    qemu_iovec_reset(&r->qiov);
     for (unsigned int i = 0; i < r->nr_segs; i++) {
         const XenBlkifSegment *s = &r->segs[i];
 
-        qemu_iovec_add(&r->qiov, r->bufs[i].data,
-                       (s->last_sect - s->first_sect + 1) *
-                       XEN_BLKIF_SECTOR_SIZE);
+        r->iov[i].iov_base = r->bufs[i].data;
+        r->iov[i].iov_len = (s->last_sect - s->first_sect + 1) *
+                            XEN_BLKIF_SECTOR_SIZE;
     }
+    qemu_iovec_init_external(&r->qiov, r->iov, r->nr_segs);
     if (!xen_block_request_is_read(r) &&
         !xen_block_grants_copy(q->grants, r->segs, r->bufs, r->nr_segs,
                                false, q->copy_scratch, &local_err)) {
@@ -705,6 +707,50 @@ static unsigned int xen_block_queue_max_segs(XenBlockDataPlane *dp)
                    XEN_BLKIF_MAX_INDIRECT_SEGMENTS));
 }
 
+/*
+ * What one request needs per segment, for up to @max_segs segments: where
+ * each segment's data is, the I/O vector over them, and (if indirect
+ * requests are offered) the decoded descriptors.
+ */
+static size_t xen_block_request_seg_room(unsigned int max_segs, bool indirect)
+{
+    size_t room = max_segs * (sizeof(XenBlockSegBuf) + sizeof(struct iovec));
+
+    if (indirect) {
+        room += max_segs * sizeof(XenBlkifSegment);
+    }
+    return QEMU_ALIGN_UP(room, sizeof(uint64_t));
+}
+
+/*
+ * The per-segment arrays of all the ring's requests, in one allocation:
+ * sized for the largest request (256 segments) on every slot of the ring
+ * (up to 512), that is megabytes per queue, of which a request touches
+ * only what its segments use, and only requests that are ever in flight
+ * (the free list is LIFO).  Allocated apart, each array's malloc header
+ * alone would make nearly all of it resident (5.4 MiB per disk).
+ */
+static bool xen_block_queue_alloc_seg_room(XenBlockQueue *q, bool indirect)
+{
+    size_t room = xen_block_request_seg_room(q->max_segs, indirect);
+    uint8_t *p;
+
+    q->seg_room = g_try_malloc((size_t)q->ring.size * room);
+    if (!q->seg_room) {
+        return false;
+    }
+    p = q->seg_room;
+    for (unsigned int i = 0; i < q->ring.size; i++, p += room) {
+        XenBlockRequest *r = &q->requests[i];
+
+        r->bufs = (XenBlockSegBuf *)p;
+        r->iov = (struct iovec *)(r->bufs + q->max_segs);
+        r->indirect_segs = indirect ?
+                           (XenBlkifSegment *)(r->iov + q->max_segs) : NULL;
+    }
+    return true;
+}
+
 static bool xen_block_queue_alloc(XenBlockQueue *q, Error **errp)
 {
     XenBlockDataPlane *dp = q->dp;
@@ -726,7 +772,8 @@ static bool xen_block_queue_alloc(XenBlockQueue *q, Error **errp)
             xen_blkif_indirect_pages(q->max_segs) * XEN_BLKIF_PAGE_SIZE);
     }
     if (!q->grants || !q->requests || !q->copy_scratch ||
-        (indirect && !q->indirect_pages)) {
+        (indirect && !q->indirect_pages) ||
+        !xen_block_queue_alloc_seg_room(q, indirect)) {
         error_setg(errp, "cannot allocate buffers for a ring of %u "
                    "requests of up to %u segments", size, q->max_segs);
         return false;
@@ -738,11 +785,6 @@ static bool xen_block_queue_alloc(XenBlockQueue *q, Error **errp)
         XenBlockRequest *r = &q->requests[i];
 
         r->q = q;
-        r->bufs = g_new(XenBlockSegBuf, q->max_segs);
-        if (indirect) {
-            r->indirect_segs = g_new(XenBlkifSegment, q->max_segs);
-        }
-        qemu_iovec_init(&r->qiov, q->max_segs);
         QLIST_INSERT_HEAD(&q->free_list, r, free_entry);
     }
     return true;
@@ -750,13 +792,7 @@ static bool xen_block_queue_alloc(XenBlockQueue *q, Error **errp)
 
 static void xen_block_queue_free(XenBlockQueue *q)
 {
-    if (q->requests) {
-        for (unsigned int i = 0; i < q->ring.size; i++) {
-            g_free(q->requests[i].bufs);
-            g_free(q->requests[i].indirect_segs);
-            qemu_iovec_destroy(&q->requests[i].qiov);
-        }
-    }
+    g_clear_pointer(&q->seg_room, g_free);
     g_clear_pointer(&q->requests, g_free);
     g_clear_pointer(&q->grants, xen_block_grants_free);
     g_clear_pointer(&q->copy_scratch, g_free);
