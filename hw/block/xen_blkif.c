@@ -140,7 +140,12 @@ static uint64_t get64(const uint8_t *p, size_t off)
 
 bool xen_blkif_abi_from_name(const char *name, XenBlkifAbi *abi)
 {
-    if (!name || !*name) {
+    /*
+     * Arm guests name their ABI (Linux writes XEN_IO_PROTO_ABI_ARM); a
+     * backend serving them runs on an Arm host (on Xen on Arm, this QEMU
+     * is built for it), where that is the native layout.
+     */
+    if (!name || !*name || !strcmp(name, "arm-abi")) {
         *abi = XEN_BLKIF_ABI_NATIVE;
         return true;
     }
@@ -495,10 +500,13 @@ bool xen_blkif_ring_pending(XenBlkifBackRing *ring, unsigned int *pending)
     /*
      * A frontend never has more than a ring's worth of requests without a
      * response: prod can be at most ring->size past our oldest unanswered
-     * request.  Anything else (including prod moving backwards, which wraps
-     * to a huge distance) is corruption.
+     * request.  Nor does prod ever fall behind what we consumed.  Anything
+     * else is corruption: prod moving back past our responses wraps to a
+     * huge distance, and back between them and req_cons would make
+     * prod - req_cons nearly 2^32 requests.
      */
-    if (prod - ring->rsp_prod_pvt > ring->size) {
+    if (prod - ring->rsp_prod_pvt > ring->size ||
+        prod - ring->rsp_prod_pvt < ring->req_cons - ring->rsp_prod_pvt) {
         *pending = 0;
         return false;
     }

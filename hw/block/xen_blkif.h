@@ -188,8 +188,9 @@ bool xen_blkif_back_ring_init(XenBlkifBackRing *ring, void *sring,
 /*
  * How many requests the frontend has published and we have not consumed.
  * Returns false if the producer index is more than a ring ahead of our
- * consumer, or would make us answer more requests than the ring has free
- * response slots: the ring is corrupt and must not be consumed further.
+ * consumer, would make us answer more requests than the ring has free
+ * response slots, or fell behind what we consumed: the ring is corrupt and
+ * must not be consumed further.
  */
 bool xen_blkif_ring_pending(XenBlkifBackRing *ring, unsigned int *pending);
 

@@ -387,13 +387,17 @@ def t_data_survives(c):
             '--map', mapf, '--expect', 'okay')
 
 
-def slow_disk(c, iothread, vdev='xvda'):
-    """A disk whose every request takes 20 ms: I/O stays in flight."""
+def slow_disk(c, iothread, vdev='xvda', latency_ms=20, size=64 * MiB,
+              **props):
+    """A disk whose every request takes @latency_ms: I/O stays in
+    flight."""
     c.start(args=['-object', 'iothread,id=io0'] if iothread else [])
-    c.qemu.qmp.cmd('blockdev-add', driver='null-co', size=64 * MiB,
-                   **{'node-name': 'slow', 'latency-ns': 20 * 1000 * 1000,
+    c.qemu.qmp.cmd('blockdev-add', driver='null-co', size=size,
+                   **{'node-name': 'slow',
+                      'latency-ns': latency_ms * 1000 * 1000,
                       'read-zeroes': True})
-    props = {'iothread': 'io0'} if iothread else {}
+    if iothread:
+        props['iothread'] = 'io0'
     c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-' + vdev,
                    vdev=vdev, drive='slow', **props)
 
@@ -471,6 +475,126 @@ def t_close_inflight_abrupt(c):
 @test('close-inflight-abrupt-iothread')
 def t_close_inflight_abrupt_iothread(c):
     close_with_io(c, iothread=True)
+
+
+def close_frozen_frontend(c, proc, what):
+    """Freeze the frontend (so that it cannot answer the backend's Closed
+    with a Closing of its own), close its device for it, and check that
+    QEMU survived and the device can connect again."""
+    fe = '/local/domain/1/device/vbd/51712/state'
+    be = '/local/domain/0/backend/qdisk/1/51712/state'
+    proc.send_signal(signal.SIGSTOP)
+    c.tool('xs', 'write', fe, '6')
+    try:
+        xensim.wait_for(lambda: c.xs_read(be) == '6' or not c.qemu.alive(),
+                        20, 'backend Closed')
+    finally:
+        proc.kill()
+        proc.wait()
+    check(c.qemu.alive(), 'QEMU died when the frontend closed %s: %s' %
+          (what, c.qemu.log_text()[-1500:]))
+    c.qemu.qmp.cmd('query-status', timeout=10)
+    c.tool('xs', 'write', fe, '1')
+    xensim.wait_for(lambda: c.xs_read(be) == '2', 20, 'InitWait')
+    c.front('--op', 'info')
+
+
+def stat_total(c, key):
+    return sum(q[key] for q in stats_of(c))
+
+
+@test('close-waiting-for-buffers')
+def t_close_waiting_for_buffers(c):
+    """The frontend closes while requests wait for buffers, with the
+    persistent-grant table full: the waiting requests are dropped, not
+    started on a queue that is being torn down."""
+    try:
+        slow_disk(c, iothread=True, latency_ms=50, size=1024 * MiB,
+                  **{'max-persistent-grants': 256})
+    except xensim.QMPError as e:
+        raise Skip('no max-persistent-grants: %s' % e)
+    # 32 requests of 1 MiB on fresh grants each: 8192 pages, twice the
+    # pool of a queue, and every one a miss in the full table
+    proc = subprocess.Popen(
+        [xensim.FRONT, 'run', '--domid', '1', '--persistent', '--regrant',
+         '--indirect', '256', '--ring-pages', '1', '--rw', 'randread',
+         '--bs', '1M', '--iodepth', '32', '--runtime', '60', '--verify',
+         'off', '--json', '-'], env=c.sim.env(1), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        xensim.wait_for(lambda: stat_total(c, 'waits-for-buffers') >= 32 and
+                        stat_total(c, 'grant-maps') >= 256, 30,
+                        'requests waiting for buffers, grant table full')
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    close_frozen_frontend(c, proc, 'with requests waiting for buffers')
+
+
+def close_during_barriers(c, iothread):
+    """The frontend closes while write barriers are in flight: a barrier
+    completing during the teardown must not look at the ring again."""
+    try:
+        slow_disk(c, iothread=iothread, **{'feature-barrier': True})
+    except xensim.QMPError as e:
+        raise Skip('no feature-barrier: %s' % e)
+    proc = subprocess.Popen(
+        [xensim.FRONT, 'run', '--domid', '1', '--deadline', '100',
+         '--hostile', 'req', '--count', '100000', '--req',
+         'op=2,nr_segments=1,sector=0,seg0=buf:0:0:7,expect=okay',
+         '--json', '-'], env=c.sim.env(1), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        xensim.wait_for(lambda: stat_total(c, 'requests') >= 8, 30,
+                        'barriers going through')
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    close_frozen_frontend(c, proc, 'with barriers in flight')
+
+
+@test('close-during-barriers')
+def t_close_during_barriers(c):
+    close_during_barriers(c, iothread=False)
+
+
+@test('close-during-barriers-iothread')
+def t_close_during_barriers_iothread(c):
+    close_during_barriers(c, iothread=True)
+
+
+def prod_backwards(c, iothread):
+    """Valid reads in flight for 2 s each, then req_prod moved back: the
+    backend must go Closing rather than take unpublished slots and spin,
+    QEMU must keep answering, and other disks keep serving."""
+    slow_disk(c, iothread=iothread, latency_ms=2000)
+    img = c.image('other.img')
+    c.attach_qmp(img, vdev='xvdb', node='other')
+    rep = c.front('--hostile', 'prod-backwards', '--deadline', 10, ok=False,
+                  timeout=60)
+    h = rep.get('hostile', {})
+    c.qemu.qmp.cmd('query-status', timeout=10)
+    check(h.get('taken_before'), 'the backend did not take the first '
+          'requests: %s' % json.dumps(h)[:800])
+    check(h.get('backend_closing'), 'backend not Closing after req_prod '
+          'moved back: %s' % json.dumps(h)[:800])
+    io_clean(c.front('--vdev', 'xvdb', '--rw', 'randrw', '--bs', '4k',
+                     '--iodepth', 8, '--size', 4 * MiB),
+             'the other disk, after the attack')
+    rep = c.front('--op', 'info')
+    check(rep.get('ok'), 'no reconnect after the attack: %s' % summary(rep))
+
+
+@test('ring-prod-backwards')
+def t_prod_backwards(c):
+    prod_backwards(c, iothread=False)
+
+
+@test('ring-prod-backwards-iothread')
+def t_prod_backwards_iothread(c):
+    prod_backwards(c, iothread=True)
 
 
 @test('close-inflight')
@@ -1024,6 +1148,31 @@ def t_fault_ignore(c):
             '--expect', 'okay', '--verify', 'off')
     c.front('--op', 'read', '--offset', BAD, '--length', 4096,
             '--expect', 'okay', '--verify', 'off')
+    still_serves(c, os.path.join(c.tmp, 'map'))
+
+
+@test('fault-ignore-flush-with-data')
+def t_fault_ignore_flush_data(c):
+    """werror=ignore on a flush that carries data: the flush's error is
+    ignored, not the write that follows it."""
+    img = c.image()
+    with open(img, 'r+b') as f:
+        f.seek(BAD)
+        f.write(b'\xaa' * 4096)
+    faulty_disk(c, [rule('flush_to_disk', 'flush')], img=img,
+                werror='ignore')
+    # a write first: a flush with nothing written may not reach the disk
+    c.front('--op', 'write', '--offset', 0, '--length', 4096,
+            '--verify', 'off')
+    # our buffer page is zeros: written, it replaces the 0xaa
+    rep = c.front('--hostile', 'req', '--req',
+                  'op=3,nr_segments=1,sector=%d,seg0=buf:0:0:7,expect=okay'
+                  % (BAD // 512))
+    check(rep.get('ok'), 'flush with data: %s' % summary(rep))
+    with open(img, 'rb') as f:
+        f.seek(BAD)
+        check(f.read(4096) == bytes(4096), 'the data of a flush whose '
+              'error was ignored did not reach the image')
     still_serves(c, os.path.join(c.tmp, 'map'))
 
 

@@ -40,6 +40,10 @@ const char hs_help[] =
 "  bad-indirect   malformed indirect requests (EOPNOTSUPP if not offered)\n"
 "  ring-overflow  req_prod more than a ring ahead; the backend should go\n"
 "                 Closing and answer nothing\n"
+"  prod-backwards valid reads in every slot, 4 published; once the backend\n"
+"                 took them, req_prod moves back by 2 (on slow storage, so\n"
+"                 that they are still in flight); the backend should go\n"
+"                 Closing, not take the unpublished slots or spin\n"
 "  double-fetch   rewrite sector, a segment's last_sect and its gref from a\n"
 "                 second thread while the backend works (--count rounds);\n"
 "                 each answer is OKAY or ERROR, the data at the good sector\n"
@@ -513,6 +517,59 @@ static bool case_ring_overflow(HsCtx *c, GString *json)
     return true;
 }
 
+/* ---- prod-backwards ---- */
+
+/*
+ * A producer index that moves back, while the requests it covered are
+ * still in flight, stays within a ring of the backend's responses: a check
+ * of that distance alone passes it, and prod - req_cons then wraps to
+ * nearly 2^32 pending requests.
+ */
+static bool case_prod_backwards(HsCtx *c, GString *json)
+{
+    BfDevice *d = c->d;
+    BfRing *r = &d->rings[c->o->ring % d->nr_rings];
+    uint32_t base = r->req_prod_pvt, published = 4, back = 2;
+    int64_t deadline = xsu_now_ns() + (int64_t)(c->o->deadline * 1e9);
+    XbRequest req = { .operation = XB_OP_READ, .nr_segments = 1,
+                      .handle = d->opt.devnum,
+                      .seg[0] = { c->pg.buf_refs[0], 0, 7 } };
+    bool taken;
+    int state;
+
+    /* Whatever the backend takes is a valid read: only the index lies. */
+    for (unsigned int i = 0; i < r->size; i++) {
+        req.id = 0x7000 + i;
+        req.sector = 8 * i;
+        xb_encode_request(d->layout, &req,
+                          xb_slot(r->sring, d->layout, r->size, base + i));
+    }
+    __atomic_store_n(&r->sring->req_prod, base + published, __ATOMIC_RELEASE);
+    xenevtchn_notify(d->xce, r->port);
+    /* Taken: the backend asks to be told of the request after them. */
+    while (!(taken = __atomic_load_n(&r->sring->req_event, __ATOMIC_ACQUIRE)
+                     == base + published + 1) &&
+           xsu_now_ns() < deadline) {
+        g_usleep(100);      /* polling shared memory, up to the deadline */
+    }
+    __atomic_store_n(&r->sring->req_prod, base + published - back,
+                     __ATOMIC_RELEASE);
+    xenevtchn_notify(d->xce, r->port);
+    xsu_wait_state(d->xsh, d->be_path,
+                   XSU_STATE_BIT(XB_STATE_CLOSING) |
+                   XSU_STATE_BIT(XB_STATE_CLOSED), deadline, &state);
+    g_string_append_printf(json, ", \"taken_before\": %s, "
+                           "\"req_prod_written\": %u, \"rsp_prod_seen\": %u, "
+                           "\"backend_closing\": %s",
+                           taken ? "true" : "false", base + published - back,
+                           xb_front_rsp_prod(r->sring) - base,
+                           state == XB_STATE_CLOSING ||
+                           state == XB_STATE_CLOSED ? "true" : "false");
+    d->backend_state = state;
+    c->mismatches += state != XB_STATE_CLOSING && state != XB_STATE_CLOSED;
+    return true;    /* the ring is dead: do not wait for its requests */
+}
+
 /* ---- double-fetch ---- */
 
 typedef struct Flipper {
@@ -684,6 +741,8 @@ bool hs_run(BfDevice *d, const HsOptions *o, GString *json)
         ok = case_bad_indirect(&c);
     } else if (!strcmp(o->name, "ring-overflow")) {
         ok = case_ring_overflow(&c, json);
+    } else if (!strcmp(o->name, "prod-backwards")) {
+        ok = case_prod_backwards(&c, json);
     } else if (!strcmp(o->name, "double-fetch")) {
         ok = case_double_fetch(&c, json);
     } else if (!strcmp(o->name, "evtchn-storm")) {

@@ -210,8 +210,11 @@ bool xen_block_grants_acquire(XenBlockGrants *g, const XenBlkifSegment *segs,
                 if (!pg) {
                     pg = xen_block_grants_map(g, segs[i].gref);
                 }
-            } else if (!timer_pending(g->purge_timer)) {
-                /* make room for later, once the idle ones are known */
+            } else if (g->purge_timer && !timer_pending(g->purge_timer)) {
+                /*
+                 * Make room for later, once the idle ones are known.  Not
+                 * once detached: the queue is going away.
+                 */
                 timer_mod(g->purge_timer,
                           qemu_clock_get_ms(QEMU_CLOCK_REALTIME) +
                           XEN_BLOCK_PURGE_INTERVAL_MS);

@@ -99,6 +99,7 @@ struct XenBlockQueue {
     QEMUBH *process_bh;             /* look at the ring again */
     QEMUBH *retry_bh;               /* resubmit parked requests */
     bool ring_broken;               /* corruption seen: consume no more */
+    bool detached;                  /* being torn down: start nothing new */
     bool push_pending;              /* responses written, not published */
     unsigned int max_segs;
     XenBlockRequest *requests;
@@ -232,6 +233,14 @@ static void xen_block_request_respond(XenBlockRequest *r)
     }
     /* The rest: once, at the end of the current defer_call section. */
     defer_call(xen_block_queue_push, q);
+    if (q->detached) {
+        /*
+         * The queue is being torn down: start nothing more (requests
+         * waiting for buffers or for a barrier are dropped by stop), and
+         * its bottom halves are gone.
+         */
+        return;
+    }
     xen_block_queue_start_waiting(q);
     if (was_barrier) {
         q->barrier_active = false;
@@ -310,12 +319,22 @@ static void coroutine_fn xen_block_request_complete(XenBlockRequest *r,
     defer_call_begin();
     if (ret < 0) {
         block_acct_failed(stats, &r->acct);
-        if (!xen_block_request_io_error(r, -ret)) {
-            xen_block_request_respond(r);
+        if (xen_block_request_io_error(r, -ret)) {
+            goto out;       /* parked */
         }
-        goto out;
+        /*
+         * Reported, or a read whose error is ignored (there is no data to
+         * give back): answer.  Any other error ignored is one stage's: the
+         * request goes on as if the stage had worked, so that the data of
+         * a flush or barrier is still written.
+         */
+        if (r->status != BLKIF_RSP_OKAY || xen_block_request_is_read(r)) {
+            xen_block_request_respond(r);
+            goto out;
+        }
+    } else {
+        block_acct_done(stats, &r->acct);
     }
-    block_acct_done(stats, &r->acct);
 
     /* A flush with data: now write the data. */
     if (xen_block_request_is_flush(r) && r->nr_segs && !r->flushed) {
@@ -590,11 +609,13 @@ static void xen_block_queue_ring_broken(XenBlockQueue *q)
 
     q->ring_broken = true;
     trace_xen_block_queue_ring_broken(q, q->index);
-    /* Logged once per ring: we never look at this ring again. */
-    qemu_log_mask(LOG_GUEST_ERROR,
-                  "xen-block %s: queue %u: producer index more than a ring "
-                  "ahead; ring stopped until the frontend reconnects\n",
-                  xen_block_queue_name(q), q->index);
+    /*
+     * Once per ring, as we never look at this ring again; and through the
+     * device's limiter, as a frontend can break a ring per reconnection.
+     */
+    xen_block_guest_error(&dp->log_limiter, xen_block_queue_name(q),
+                          "queue %u: producer index out of range; ring "
+                          "stopped until the frontend reconnects", q->index);
     if (dp->ring_error_bh) {
         qemu_bh_schedule(dp->ring_error_bh);
     }
@@ -647,6 +668,14 @@ static bool xen_block_queue_process(XenBlockQueue *q)
         }
         if (q->barrier_waiting || q->barrier_active) {
             break;      /* the barrier's completion brings us back */
+        }
+        if (pending) {
+            /*
+             * No free request for a published one: the ring check rules
+             * this out, and looping on it would never end.
+             */
+            xen_block_queue_ring_broken(q);
+            break;
         }
         if (!xen_blkif_ring_final_check(&q->ring)) {
             break;
@@ -847,6 +876,7 @@ static void xen_block_queue_detach_bh(void *opaque)
 {
     XenBlockQueue *q = opaque;
 
+    q->detached = true;
     xen_device_set_event_channel_context(q->dp->xendev, q->channel, NULL,
                                          &error_abort);
     g_clear_pointer(&q->process_bh, qemu_bh_delete);
