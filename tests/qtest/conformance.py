@@ -344,15 +344,21 @@ def t_cdrom_empty(c):
           dev.get('sectors'))
 
 
-@test('resize')
-def t_resize(c):
+def resize_test(iothread):
+    """block_resize while the frontend is connected: it sees the new size
+    and can use it.  (With an IOThread the truncate runs there; the device
+    model takes it up in the main loop.)"""
+    def run(c):
+        resize_online(c, iothread)
+    return run
+
+
+def resize_online(c, iothread):
     img = c.image(size=16 * MiB)
-    c.start()
-    c.attach_qmp(img, vdev='xvda', node='d0')
-    proc = subprocess.Popen(
-        [xensim.FRONT, 'run', '--domid', '1', '--wait-resize', '30',
-         '--json', '-'], env=c.sim.env(1), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+    c.start(args=['-object', 'iothread,id=io0'] if iothread else [])
+    c.attach_qmp(img, vdev='xvda', node='d0',
+                 **({'iothread': 'io0'} if iothread else {}))
+    proc = background_front(c, '--wait-resize', 30)
     # the frontend is connected once the backend says Connected
     be = '/local/domain/0/backend/qdisk/1/51712/state'
     xensim.wait_for(lambda: c.xs_read(be) == '4', 20, 'backend Connected')
@@ -364,6 +370,10 @@ def t_resize(c):
           'frontend sees %s sectors after the resize' % dev.get('sectors'))
     c.front('--op', 'write', '--offset', 32 * MiB - 8192, '--length', 8192,
             '--expect', 'okay')
+
+
+test('resize')(resize_test(iothread=False))
+test('resize-iothread')(resize_test(iothread=True))
 
 
 @test('reconnect')
@@ -402,19 +412,35 @@ def slow_disk(c, iothread, vdev='xvda', latency_ms=20, size=64 * MiB,
                    vdev=vdev, drive='slow', **props)
 
 
+def background_front(c, *args):
+    """The frontend as the guest, left running."""
+    return subprocess.Popen(
+        [xensim.FRONT, 'run', '--domid', '1', '--json', '-'] +
+        [str(a) for a in args], env=c.sim.env(1), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def wait_or_kill(proc, predicate, timeout, what):
+    """wait_for(), killing the background frontend if it times out."""
+    try:
+        xensim.wait_for(predicate, timeout, what)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+
+
 def start_load(c, iodepth=32):
     # a 4-page ring (128 slots) holds the 64 requests the close tests keep
     # in flight
-    proc = subprocess.Popen(
-        [xensim.FRONT, 'run', '--domid', '1', '--rw', 'randread', '--bs',
-         '4k', '--iodepth', str(iodepth), '--ring-pages', '4', '--runtime',
-         '60', '--verify', 'off', '--json', '-'], env=c.sim.env(1),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = background_front(c, '--rw', 'randread', '--bs', '4k',
+                            '--iodepth', iodepth, '--ring-pages', 4,
+                            '--runtime', 60, '--verify', 'off')
     be = '/local/domain/0/backend/qdisk/1/51712/state'
-    xensim.wait_for(lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
     # wait until a few rounds of requests have gone through the disk
-    xensim.wait_for(lambda: reads_done(c) >= 2 * iodepth, 20,
-                    'requests in flight')
+    wait_or_kill(proc, lambda: reads_done(c) >= 2 * iodepth, 20,
+                 'requests in flight')
     return proc
 
 
@@ -435,46 +461,6 @@ def detach_with_io(c, iothread):
     check(c.qemu.alive(), 'QEMU died when the device went away with I/O '
           'in flight: %s' % c.qemu.log_text()[-1500:])
     c.qemu.qmp.cmd('query-status')
-
-
-def close_with_io(c, iothread):
-    """The guest closes its ring abruptly with 64 requests in flight."""
-    slow_disk(c, iothread)
-    fe = '/local/domain/1/device/vbd/51712/state'
-    be = '/local/domain/0/backend/qdisk/1/51712/state'
-    for i in range(3):
-        proc = start_load(c, iodepth=64)
-        # frozen, the frontend cannot answer the backend's Closed with a
-        # Closing of its own (which would leave the backend in Closing)
-        proc.send_signal(signal.SIGSTOP)
-        c.tool('xs', 'write', fe, '6')
-        xensim.wait_for(lambda: c.xs_read(be) == '6', 20, 'backend Closed')
-        proc.kill()
-        proc.wait()
-        check(c.qemu.alive(), 'QEMU died when the frontend closed with I/O '
-              'in flight (round %d): %s' % (i, c.qemu.log_text()[-1500:]))
-        c.tool('xs', 'write', fe, '1')     # re-initialising: InitWait
-        xensim.wait_for(lambda: c.xs_read(be) == '2', 20, 'InitWait')
-
-
-@test('detach-inflight')
-def t_detach_inflight(c):
-    detach_with_io(c, iothread=False)
-
-
-@test('detach-inflight-iothread')
-def t_detach_inflight_iothread(c):
-    detach_with_io(c, iothread=True)
-
-
-@test('close-inflight-abrupt')
-def t_close_inflight_abrupt(c):
-    close_with_io(c, iothread=False)
-
-
-@test('close-inflight-abrupt-iothread')
-def t_close_inflight_abrupt_iothread(c):
-    close_with_io(c, iothread=True)
 
 
 def close_frozen_frontend(c, proc, what):
@@ -499,6 +485,34 @@ def close_frozen_frontend(c, proc, what):
     c.front('--op', 'info')
 
 
+def close_with_io(c, iothread):
+    """The guest closes its ring abruptly with 64 requests in flight."""
+    slow_disk(c, iothread)
+    for i in range(3):
+        close_frozen_frontend(c, start_load(c, iodepth=64),
+                              'with I/O in flight (round %d)' % i)
+
+
+@test('detach-inflight')
+def t_detach_inflight(c):
+    detach_with_io(c, iothread=False)
+
+
+@test('detach-inflight-iothread')
+def t_detach_inflight_iothread(c):
+    detach_with_io(c, iothread=True)
+
+
+@test('close-inflight-abrupt')
+def t_close_inflight_abrupt(c):
+    close_with_io(c, iothread=False)
+
+
+@test('close-inflight-abrupt-iothread')
+def t_close_inflight_abrupt_iothread(c):
+    close_with_io(c, iothread=True)
+
+
 def stat_total(c, key):
     return sum(q[key] for q in stats_of(c))
 
@@ -515,20 +529,13 @@ def t_close_waiting_for_buffers(c):
         raise Skip('no max-persistent-grants: %s' % e)
     # 32 requests of 1 MiB on fresh grants each: 8192 pages, twice the
     # pool of a queue, and every one a miss in the full table
-    proc = subprocess.Popen(
-        [xensim.FRONT, 'run', '--domid', '1', '--persistent', '--regrant',
-         '--indirect', '256', '--ring-pages', '1', '--rw', 'randread',
-         '--bs', '1M', '--iodepth', '32', '--runtime', '60', '--verify',
-         'off', '--json', '-'], env=c.sim.env(1), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        xensim.wait_for(lambda: stat_total(c, 'waits-for-buffers') >= 32 and
-                        stat_total(c, 'grant-maps') >= 256, 30,
-                        'requests waiting for buffers, grant table full')
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+    proc = background_front(c, '--persistent', '--regrant', '--indirect',
+                            256, '--ring-pages', 1, '--rw', 'randread',
+                            '--bs', '1M', '--iodepth', 32, '--runtime', 60,
+                            '--verify', 'off')
+    wait_or_kill(proc, lambda: stat_total(c, 'waits-for-buffers') >= 32 and
+                 stat_total(c, 'grant-maps') >= 256, 30,
+                 'requests waiting for buffers, grant table full')
     close_frozen_frontend(c, proc, 'with requests waiting for buffers')
 
 
@@ -539,19 +546,12 @@ def close_during_barriers(c, iothread):
         slow_disk(c, iothread=iothread, **{'feature-barrier': True})
     except xensim.QMPError as e:
         raise Skip('no feature-barrier: %s' % e)
-    proc = subprocess.Popen(
-        [xensim.FRONT, 'run', '--domid', '1', '--deadline', '100',
-         '--hostile', 'req', '--count', '100000', '--req',
-         'op=2,nr_segments=1,sector=0,seg0=buf:0:0:7,expect=okay',
-         '--json', '-'], env=c.sim.env(1), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        xensim.wait_for(lambda: stat_total(c, 'requests') >= 8, 30,
-                        'barriers going through')
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+    proc = background_front(c, '--deadline', 100, '--hostile', 'req',
+                            '--count', 100000, '--req',
+                            'op=2,nr_segments=1,sector=0,seg0=buf:0:0:7,'
+                            'expect=okay')
+    wait_or_kill(proc, lambda: stat_total(c, 'requests') >= 8, 30,
+                 'barriers going through')
     close_frozen_frontend(c, proc, 'with barriers in flight')
 
 
@@ -563,6 +563,64 @@ def t_close_during_barriers(c):
 @test('close-during-barriers-iothread')
 def t_close_during_barriers_iothread(c):
     close_during_barriers(c, iothread=True)
+
+
+@test('queue-start-fails-iothread')
+def t_queue_start_fails(c):
+    """Two queues, the second with a ring reference that is no grant, the
+    first ring full of requests published before the connection: the
+    backend refuses the connection without serving the first ring from
+    the main loop (its handler belongs to the IOThread; meanwhile the
+    IOThread tears the queue down), then serves a proper frontend."""
+    img = c.image()
+    c.start(args=['-object', 'iothread,id=io0'])
+    c.attach_qmp(img, vdev='xvda', iothread='io0')
+    c.front('--op', 'info')
+    if offered(c, 'multi-queue-max-queues') < 2:
+        raise Skip('the backend offers one queue')
+    before = stats_of(c)[0]['requests']
+    for i in range(3):
+        rep = c.front('--queues', 2, '--ring-pages', 1, '--prefill', 32,
+                      '--xs-set', 'queue-1/ring-ref=77777', '--expect',
+                      'refused', '--deadline', 2, ok=False)
+        check(c.qemu.alive(), 'QEMU died on refused connection %d: %s' %
+              (i, c.qemu.log_text()[-1500:]))
+        check(rep.get('ok') and rep.get('refused'), 'connection %d with a '
+              'bad ring-ref on queue 1 not refused: %s' % (i, summary(rep)))
+    c.qemu.qmp.cmd('query-status', timeout=10)
+    taken = stats_of(c)[0]['requests'] - before
+    check(taken == 0, 'queue 0 took %d requests of connections that were '
+          'refused' % taken)
+    io_clean(c.front('--queues', 2, '--rw', 'randrw', '--bs', '4k',
+                     '--iodepth', 8, '--size', 4 * MiB),
+             'two queues after the refused connections')
+
+
+@test('disconnect-export-pinned')
+def t_disconnect_export_pinned(c):
+    """The guest disconnects while an NBD export holds the disk's node in
+    the IOThread (fixed-iothread): the disk cannot go back to the main
+    loop, and that must not abort QEMU."""
+    img = c.image()
+    c.start(args=['-object', 'iothread,id=io0'])
+    c.attach_qmp(img, vdev='xvda', iothread='io0')
+    be = '/local/domain/0/backend/qdisk/1/51712/state'
+    proc = background_front(c, '--rw', 'randrw', '--bs', '4k', '--iodepth',
+                            8, '--size', 4 * MiB, '--runtime', 2)
+    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    c.qemu.qmp.cmd('nbd-server-start', addr={
+        'type': 'unix', 'data': {'path': os.path.join(c.tmp, 'nbd.sock')}})
+    c.qemu.qmp.cmd('block-export-add', type='nbd', id='e0',
+                   **{'node-name': 'd0', 'iothread': 'io0',
+                      'fixed-iothread': True})
+    out, _ = proc.communicate(timeout=60)
+    io_clean(parse_json(out), 'I/O while the export was added')
+    xensim.wait_for(lambda: c.xs_read(be) != '4' or not c.qemu.alive(), 20,
+                    'backend out of Connected')
+    check(c.qemu.alive(), 'QEMU died when the guest disconnected with the '
+          'node pinned to the IOThread: %s' % c.qemu.log_text()[-1500:])
+    io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 8,
+                     '--size', 4 * MiB), 'I/O on a reconnection')
 
 
 def prod_backwards(c, iothread):
@@ -1197,12 +1255,9 @@ def finish_after_cont(c, proc, what):
 
 
 def background_writes(c, offset, size, mapf, iodepth=16, bs='64k'):
-    return subprocess.Popen(
-        [xensim.FRONT, 'run', '--domid', '1', '--json', '-', '--rw', 'write',
-         '--bs', bs, '--iodepth', str(iodepth), '--offset', str(offset),
-         '--size', str(size), '--map', mapf, '--deadline', '90'],
-        env=c.sim.env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    return background_front(c, '--rw', 'write', '--bs', bs, '--iodepth',
+                            iodepth, '--offset', offset, '--size', size,
+                            '--map', mapf, '--deadline', 90)
 
 
 @test('fault-werror-stop-retry')

@@ -542,6 +542,33 @@ static bool wait_backend_initwait(BfDevice *d, char **errmsg)
     return true;
 }
 
+/*
+ * Hostile: valid reads on every ring, published before the backend even
+ * connects (their answers, if any, are not waited for).  A backend must
+ * not look at a ring before it is set up to serve it.
+ */
+static void prefill_rings(BfDevice *d)
+{
+    for (unsigned int q = 0; q < d->nr_rings; q++) {
+        BfRing *r = &d->rings[q];
+        unsigned int n = MIN(d->opt.prefill, r->size);
+
+        for (unsigned int i = 0; i < n; i++) {
+            XbRequest req = { .operation = XB_OP_READ, .nr_segments = 1,
+                              .handle = d->opt.devnum, .id = 0xf000 + i,
+                              .sector = 8 * i,
+                              .seg[0] = { d->pool_refs[i % d->pool_pages],
+                                          0, 7 } };
+
+            xb_encode_request(d->layout, &req,
+                              xb_slot(r->sring, d->layout, r->size,
+                                      r->req_prod_pvt + i));
+        }
+        r->req_prod_pvt += n;
+        xb_front_push_requests(r->sring, r->req_prod_pvt);
+    }
+}
+
 bool bf_connect(BfDevice *d, char **errmsg)
 {
     int state;
@@ -557,6 +584,9 @@ bool bf_connect(BfDevice *d, char **errmsg)
            d->nr_rings, d->max_segs, d->use_indirect, d->use_persistent);
     if (!allocate_resources(d, errmsg)) {
         return false;
+    }
+    if (d->opt.prefill) {
+        prefill_rings(d);
     }
     if (!publish(d)) {
         return fail(errmsg, "cannot publish ring nodes: %s",

@@ -44,6 +44,7 @@ typedef struct BfOptions {
     GPtrArray *xs_set;          /* hostile: "node=value" written at connect */
     GPtrArray *xs_del;          /* hostile: nodes removed at connect */
     bool skip_state_wait;       /* hostile: do not wait for InitWait */
+    unsigned int prefill;       /* hostile: reads published before connect */
 } BfOptions;
 
 typedef struct BfDevice BfDevice;

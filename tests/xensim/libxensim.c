@@ -322,6 +322,22 @@ static void add_port(xenevtchn_handle *xce, evtchn_port_t port)
     }
 }
 
+static void kick_self(xenevtchn_handle *xce)
+{
+    uint64_t one = 1;
+
+    if (write(xce->efd, &one, sizeof(one)) < 0) {
+        /* the counter is already non-zero: we will wake anyway */
+    }
+}
+
+static void mark_pending_and_kick(xenevtchn_handle *xce, evtchn_port_t port)
+{
+    __atomic_fetch_or(&xce->dom->events->pending[port / 64],
+                      1ull << (port % 64), __ATOMIC_ACQ_REL);
+    kick_self(xce);
+}
+
 static void remove_port(xenevtchn_handle *xce, evtchn_port_t port)
 {
     for (uint32_t i = 0; i < xce->nports; i++) {
@@ -358,6 +374,12 @@ xenevtchn_bind_interdomain(xenevtchn_handle *xce, uint32_t domid,
         return -1;
     }
     add_port(xce, rep.val[0]);
+    /*
+     * As Xen's evtchn_bind_interdomain: the new port starts pending, for
+     * whatever the other end sent before we bound.  A backend sees an
+     * event as soon as it listens.
+     */
+    mark_pending_and_kick(xce, rep.val[0]);
     return rep.val[0];
 }
 
@@ -467,15 +489,6 @@ static bool is_pending(SimDomain *d, evtchn_port_t port)
 {
     return __atomic_load_n(&d->events->pending[port / 64],
                            __ATOMIC_ACQUIRE) & (1ull << (port % 64));
-}
-
-static void kick_self(xenevtchn_handle *xce)
-{
-    uint64_t one = 1;
-
-    if (write(xce->efd, &one, sizeof(one)) < 0) {
-        /* the counter is already non-zero: we will wake anyway */
-    }
 }
 
 EXPORT xenevtchn_port_or_error_t xenevtchn_pending(xenevtchn_handle *xce)

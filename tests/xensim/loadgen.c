@@ -181,6 +181,7 @@ static void run_usage(FILE *f)
 "Hostile (see 'xenblk-front run --hostile help'):\n"
 "  --hostile CASE  --req SPEC ...  --count N\n"
 "  --xs-set NODE=VALUE  --xs-del NODE   bad values at connect\n"
+"  --prefill N    N valid reads on every ring, published before connecting\n"
 "\n"
 "Exit status: 0 when everything went as expected, 1 otherwise.\n");
 }
@@ -249,6 +250,7 @@ static bool apply_run_option(LgOptions *o, int c, const char *arg)
     case 'X': g_ptr_array_add(o->bf.xs_set, (char *)arg); return true;
     case 'Y': g_ptr_array_add(o->bf.xs_del, (char *)arg); return true;
     case 'k': o->bf.skip_state_wait = true; return true;
+    case 'F': return parse_u(arg, &o->bf.prefill);
     case 'z': o->quiet = true; return true;
     }
     return false;
@@ -291,6 +293,7 @@ static bool parse_run_opts(int argc, char **argv, LgOptions *o)
         { "xs-set", required_argument, NULL, 'X' },
         { "xs-del", required_argument, NULL, 'Y' },
         { "no-initwait", no_argument, NULL, 'k' },
+        { "prefill", required_argument, NULL, 'F' },
         { "quiet", no_argument, NULL, 'z' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },

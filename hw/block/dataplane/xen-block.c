@@ -138,6 +138,7 @@ struct XenBlockDataPlane {
     bool stopping;                  /* queues detached, draining */
     XenBlockLogLimiter log_limiter; /* shared by the queues: atomics */
     QEMUBH *ring_error_bh;          /* tells the device model, main loop */
+    QEMUBH *resize_bh;              /* ... of a resize, in the main loop */
     VMChangeStateEntry *vmstate;
     XenBlockResizeFunc *resize_cb;
     void *resize_opaque;
@@ -862,6 +863,15 @@ static bool xen_block_queue_start(XenBlockQueue *q,
     if (!q->channel) {
         return false;
     }
+    /*
+     * xen-bus listens in the main loop from the bind on, and the port
+     * starts pending: keep the handler off until the queue is handed to
+     * its own context, or a later queue's failure would have stop() poll
+     * the main loop and run it there while the queue's IOThread tears it
+     * down.
+     */
+    xen_device_set_event_channel_context(xendev, q->channel, NULL,
+                                         &error_abort);
     trace_xen_block_queue_start(q, q->index, q->nr_ring_ref, q->ring.size,
                                 cfg->event_channel);
     return true;
@@ -935,15 +945,28 @@ static void xen_block_queue_stop(XenBlockQueue *q)
 static void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp);
 static void xen_block_dataplane_drained_end(XenBlockDataPlane *dp);
 
+static void xen_block_dataplane_resize_bh(void *opaque)
+{
+    XenBlockDataPlane *dp = opaque;
+
+    dp->resize_cb(dp->resize_opaque);
+}
+
 /*
  * The block layer's callbacks go to the dataplane, which owns the I/O:
- * drains pause the queues; a resize goes on to the device model.
+ * drains pause the queues; a resize goes on to the device model, in the
+ * main loop: the truncate may run in the disk's IOThread (block_resize
+ * does), and the device model writes xenstore under the BQL.
  */
 static void xen_block_dataplane_blk_resized(void *opaque)
 {
     XenBlockDataPlane *dp = opaque;
 
-    dp->resize_cb(dp->resize_opaque);
+    if (qemu_in_main_thread()) {
+        xen_block_dataplane_resize_bh(dp);
+    } else {
+        qemu_bh_schedule(dp->resize_bh);
+    }
 }
 
 static void xen_block_dataplane_blk_drained_begin(void *opaque)
@@ -973,6 +996,7 @@ XenBlockDataPlane *xen_block_dataplane_create(XenDevice *xendev,
     dp->blk = blk;
     dp->resize_cb = resize_cb;
     dp->resize_opaque = resize_opaque;
+    dp->resize_bh = qemu_bh_new(xen_block_dataplane_resize_bh, dp);
     dp->vmstate = qemu_add_vm_change_state_handler(
         xen_block_dataplane_vm_state, dp);
     blk_set_dev_ops(blk, &xen_block_dataplane_blk_ops, dp);
@@ -996,6 +1020,7 @@ void xen_block_dataplane_destroy(XenBlockDataPlane *dp)
     xen_block_dataplane_stop(dp);
     blk_set_dev_ops(dp->blk, NULL, NULL);
     g_clear_pointer(&dp->ring_error_bh, qemu_bh_delete);
+    g_clear_pointer(&dp->resize_bh, qemu_bh_delete);
     qemu_del_vm_change_state_handler(dp->vmstate);
     trace_xen_block_dataplane_destroy(dp);
     for (unsigned int i = 0; i < dp->nr_stats; i++) {
@@ -1109,6 +1134,27 @@ static bool xen_block_dataplane_io_idle(XenBlockDataPlane *dp)
     return idle;
 }
 
+/*
+ * Give the disk back to the main loop.  That fails while another user
+ * holds its node in the IOThread (an export pinned there, a block job, the
+ * temporary BlockBackend of a block_resize): the disk then stays, which is
+ * harmless (the block layer takes requests from any thread), and the next
+ * start asks again for the context it needs.  A guest may disconnect at
+ * any of those moments: no abort here.
+ */
+static void xen_block_dataplane_return_blk(XenBlockDataPlane *dp)
+{
+    Error *local_err = NULL;
+
+    if (blk_get_aio_context(dp->blk) != qemu_get_aio_context() &&
+        blk_set_aio_context(dp->blk, qemu_get_aio_context(),
+                            &local_err) < 0) {
+        trace_xen_block_dataplane_keep_context(dp,
+                                               error_get_pretty(local_err));
+        error_free(local_err);
+    }
+}
+
 void xen_block_dataplane_stop(XenBlockDataPlane *dp)
 {
     if (!dp || !dp->started) {
@@ -1138,9 +1184,7 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dp)
     }
     g_clear_pointer(&dp->queues, g_free);
     dp->nr_queues = 0;
-    if (blk_get_aio_context(dp->blk) != qemu_get_aio_context()) {
-        blk_set_aio_context(dp->blk, qemu_get_aio_context(), &error_abort);
-    }
+    xen_block_dataplane_return_blk(dp);
     dp->started = false;
     dp->stopping = false;
 }
