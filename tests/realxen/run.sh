@@ -74,6 +74,8 @@ checks=(
     front-hostile-double-fetch   # fields rewritten while the backend works
     front-hostile-ring-overflow  # req_prod a ring ahead: Closing, nothing served
     front-serves-after-overflow  # ...and it serves a reconnected frontend
+    front-hostile-prod-backwards # req_prod moved back: Closing, no spinning
+    front-serves-after-prod-backwards  # ...and it serves again
     front-qemu-alive # the device model survived xenblk-front's cases
     front-exit       # the xbfront domU finished and powered off
     no-crash         # no panic/oops/crash of Xen, dom0 or the domU (run.sh)

@@ -176,6 +176,9 @@ hostile double-fetch double-fetch --count 100
 hostile ring-overflow ring-overflow
 front after-overflow --op info
 result serves-after-overflow $?
+hostile prod-backwards prod-backwards
+front after-prod-backwards --op info
+result serves-after-prod-backwards $?
 
 echo "XBLK-SYNC front-finished"
 # dom0 looks at the device model while we still run, then says we may go.

@@ -39,6 +39,14 @@ def judge(case, j):
               (h.get("req_prod_written"), h.get("rsp_prod_seen"),
                h.get("backend_state_after")))
         return
+    if case == "prod-backwards":
+        # req_prod moved back behind requests taken: Closing, no spinning.
+        check(case, h.get("backend_closing"),
+              "req_prod moved back to %s (requests taken before: %s), "
+              "backend state %s" % (h.get("req_prod_written"),
+                                    h.get("taken_before"),
+                                    h.get("backend_state_after")))
+        return
     wrong = wrong_answers(case, h)
     extra = {k: h[k] for k in ("rounds", "okay", "error", "none", "flips",
                                "sector_a_intact", "notifications")
