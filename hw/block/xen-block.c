@@ -564,6 +564,11 @@ static bool xen_block_check_properties(XenBlockDevice *blockdev, Error **errp)
                    XEN_BLOCK_MAX_QUEUES);
         return false;
     }
+    if (blockdev->max_persistent_grants > XEN_BLOCK_MAX_PERSISTENT_GRANTS) {
+        error_setg(errp, "max-persistent-grants must be at most %u",
+                   XEN_BLOCK_MAX_PERSISTENT_GRANTS);
+        return false;
+    }
     if (blockdev->max_indirect_segments > XEN_BLKIF_MAX_INDIRECT_SEGMENTS) {
         error_setg(errp, "max-indirect-segments must be at most %u",
                    (unsigned int)XEN_BLKIF_MAX_INDIRECT_SEGMENTS);

@@ -976,6 +976,82 @@ def t_persistent_over_cap(c):
           (st['grant-maps'], st['grant-unmaps'], rep.get('ios', 0), cap))
 
 
+@test('persistent-map-budget')
+def t_persistent_map_budget(c):
+    """However many queues and disks a guest uses, QEMU keeps at most half
+    of vm.max_map_count persistent mappings (each is a memory area of its
+    own; past the kernel's cap every mmap fails and QEMU aborts)."""
+    with open('/proc/sys/vm/max_map_count') as f:
+        budget = int(f.read()) // 2
+    disks, queues, cap = 3, 16, 1056
+    if disks * queues * cap <= budget:
+        raise Skip('vm.max_map_count is too large to reach from here')
+    c.start()
+    try:
+        for d in range(disks):
+            c.qemu.qmp.cmd('blockdev-add', driver='null-co',
+                           size=256 * MiB, **{'node-name': 'n%d' % d,
+                                              'read-zeroes': True})
+            c.qemu.qmp.cmd('device_add', driver='xen-disk',
+                           id='dev-xvd' + 'abc'[d], vdev='xvd' + 'abc'[d],
+                           drive='n%d' % d,
+                           **{'multi-queue-max-queues': queues,
+                              'max-persistent-grants': cap})
+    except xensim.QMPError as e:
+        raise Skip('no multi-queue or max-persistent-grants: %s' % e)
+    # 1280 pages per guest disk, spread over 16 queues that each map up to
+    # the cap: 3 x 16 x 1056 mappings wanted, above the budget
+    procs = [background_front(c, '--vdev', 'xvd' + 'abc'[d], '--persistent',
+                              '--queues', queues, '--indirect', 256, '--rw',
+                              'randread', '--bs', '1M', '--iodepth', 5,
+                              '--runtime', 8, '--verify', 'off')
+             for d in range(disks)]
+    most = [0]
+
+    def mapped_now():
+        total = sum(q['grant-maps'] - q['grant-unmaps']
+                    for d in range(disks)
+                    for q in stats_of(c, 'dev-xvd' + 'abc'[d]))
+        most[0] = max(most[0], total)
+        return all(p.poll() is not None for p in procs)
+    try:
+        xensim.wait_for(mapped_now, 120, 'the frontends to finish')
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+    check(most[0] <= budget, '%d persistent mappings alive at once, over '
+          'the budget of %d' % (most[0], budget))
+    check(most[0] >= budget // 2, 'only %d mappings at most: the load did '
+          'not reach the budget (%d)' % (most[0], budget))
+
+
+@test('properties-out-of-range')
+def t_properties_out_of_range(c):
+    """Limits an administrator can get wrong are refused at device_add,
+    not wrapped around or clamped in silence."""
+    img = c.image()
+    c.start()
+    c.qemu.qmp.cmd('blockdev-add', driver='raw', **{'node-name': 'd0'},
+                   file={'driver': 'file', 'filename': img})
+    # (the first one is what the rest need: the stock QEMU skips here)
+    bad = {'max-persistent-grants': 0x80000000, 'max-ring-page-order': 5,
+           'multi-queue-max-queues': 0, 'max-indirect-segments': 100000}
+    for prop, value in bad.items():
+        try:
+            c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-xvda',
+                           vdev='xvda', drive='d0', **{prop: value})
+        except xensim.QMPError as e:
+            if 'not found' in str(e):
+                raise Skip('no %s: %s' % (prop, e))
+            continue
+        raise Failure('device_add with %s=%s accepted' % (prop, value))
+    c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-xvda',
+                   vdev='xvda', drive='d0')
+    c.front('--op', 'info')
+
+
 @test('indirect-1m-single-request')
 def t_indirect_1m(c):
     img = c.image()

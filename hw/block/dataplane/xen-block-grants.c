@@ -13,6 +13,7 @@
 
 #include "qemu/osdep.h"
 #include "qapi/error.h"
+#include "qemu/cutils.h"
 #include "qemu/main-loop.h"
 #include "qemu/memalign.h"
 #include "block/aio.h"
@@ -50,6 +51,45 @@ struct XenBlockGrants {
 
 static void xen_block_grants_purge(void *opaque);
 
+/*
+ * Every persistent mapping is a memory area of its own in this process
+ * (each grant is mapped apart), and the kernel caps how many a process has
+ * (vm.max_map_count, 65530 by default): past that every mmap fails,
+ * coroutine stacks included, and QEMU aborts.  max-persistent-grants caps
+ * one queue, but the guest picks how many queues and disks it uses, so the
+ * process keeps a budget of its own, half the kernel's cap; beyond it,
+ * segments are copied.  One QEMU serves one guest: the budget is that
+ * guest's.
+ */
+#define XEN_BLOCK_DEFAULT_MAX_MAP_COUNT 65530
+
+static unsigned int xen_block_map_budget;   /* set once, then read-only */
+static unsigned int xen_block_mapped;       /* atomic: mappings alive */
+
+static void xen_block_grants_init_budget(void)
+{
+    g_autofree char *text = NULL;
+    uint64_t max_map_count = XEN_BLOCK_DEFAULT_MAX_MAP_COUNT;
+
+    if (xen_block_map_budget) {
+        return;
+    }
+    if (g_file_get_contents("/proc/sys/vm/max_map_count", &text, NULL,
+                            NULL)) {
+        qemu_strtou64(text, NULL, 10, &max_map_count);
+    }
+    xen_block_map_budget = MAX(MIN(max_map_count, UINT_MAX) / 2, 1);
+}
+
+static bool xen_block_grants_take_budget(void)
+{
+    if (qatomic_fetch_inc(&xen_block_mapped) >= xen_block_map_budget) {
+        qatomic_dec(&xen_block_mapped);
+        return false;
+    }
+    return true;
+}
+
 XenBlockGrants *xen_block_grants_new(XenDevice *xendev, AioContext *ctx,
                                      unsigned int pool_pages,
                                      unsigned int max_persistent,
@@ -57,6 +97,7 @@ XenBlockGrants *xen_block_grants_new(XenDevice *xendev, AioContext *ctx,
 {
     XenBlockGrants *g = g_new0(XenBlockGrants, 1);
 
+    xen_block_grants_init_budget();
     g->xendev = xendev;
     g->stats = stats;
     g->pool_pages = pool_pages;
@@ -90,6 +131,7 @@ static void xen_block_grants_unmap(XenBlockGrants *g,
                                    XenBlockPersistentGrant *pg)
 {
     xen_device_unmap_grant_refs(g->xendev, pg->page, &pg->gref, 1, NULL);
+    qatomic_dec(&xen_block_mapped);
     trace_xen_block_grants_unmap(g, pg->gref);
     g->stats->grant_unmaps++;
     g_free(pg);
@@ -163,9 +205,13 @@ static XenBlockPersistentGrant *xen_block_grants_map(XenBlockGrants *g,
     XenBlockPersistentGrant *pg;
     void *page;
 
+    if (!xen_block_grants_take_budget()) {
+        return NULL;        /* copied instead */
+    }
     page = xen_device_map_grant_refs(g->xendev, &gref, 1,
                                      PROT_READ | PROT_WRITE, NULL);
     if (!page) {
+        qatomic_dec(&xen_block_mapped);
         return NULL;
     }
     pg = g_new0(XenBlockPersistentGrant, 1);

@@ -23,6 +23,7 @@
 /* Queues a frontend may ask for: default and limit. */
 #define XEN_BLOCK_DEFAULT_QUEUES    4
 #define XEN_BLOCK_MAX_QUEUES        64
+#define XEN_BLOCK_MAX_PERSISTENT_GRANTS 65536   /* per queue */
 
 OBJECT_DECLARE_TYPE(XenBlockDevice, XenBlockDeviceClass, XEN_BLOCK_DEVICE)
 
