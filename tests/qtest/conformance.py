@@ -1355,6 +1355,34 @@ def t_fault_stop_retry(c):
     still_serves(c, mapf)
 
 
+@test('fault-stop-retry-fails-again')
+def t_fault_stop_retry_fails_again(c):
+    """werror=stop, and the retry after cont fails again at once (an error
+    the storage gives before any wait, as for writes past the end of a
+    shrunk disk): the requests are parked again, once each; cont answers
+    and the VM stops again, rather than the retry going round the list of
+    parked requests for ever."""
+    faulty_disk(c, [rule('write_aio', 'write', immediately=True)],
+                werror='stop')
+    proc = background_writes(c, 0, 2 * MiB, os.path.join(c.tmp, 'map'),
+                             iodepth=8)
+    try:
+        wait_io_error_stop(c)
+        wait_or_kill(proc, lambda: stat_total(c, 'requests') >= 8 or
+                     proc.poll() is not None, 30, 'writes parked')
+        for i in range(3):
+            c.qemu.qmp.cmd('cont', timeout=10)
+            wait_io_error_stop(c)
+        errors = [e for e in c.qemu.qmp.events
+                  if e.get('event') == 'BLOCK_IO_ERROR']
+        check(len(errors) < 1000, '%d BLOCK_IO_ERROR events for 3 cont' %
+              len(errors))
+    finally:
+        proc.kill()
+        proc.wait()
+    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+
+
 @test('fault-enospc-stop-cont')
 def t_fault_enospc(c):
     """A full disk with werror=stop: parked, then space, cont, all there."""

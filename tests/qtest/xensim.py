@@ -153,8 +153,13 @@ class QMP:
         if args:
             msg['arguments'] = args
         self.sock.sendall(json.dumps(msg).encode() + b'\n')
+        # one deadline for the answer: a flood of events must not extend it
+        deadline = time.monotonic() + timeout
         while True:
-            reply = self._read_msg(timeout)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout('no answer to %s within %gs' % (name, timeout))
+            reply = self._read_msg(left)
             if 'event' in reply:
                 self.events.append(reply)
                 continue

@@ -704,11 +704,21 @@ static bool xen_block_queue_event(void *opaque)
 static void xen_block_queue_retry_parked(void *opaque)
 {
     XenBlockQueue *q = opaque;
-    XenBlockRequest *r, *next;
+    XenBlockRequestList retry = QTAILQ_HEAD_INITIALIZER(retry);
+    XenBlockRequest *r;
 
-    defer_call_begin();
-    QTAILQ_FOREACH_SAFE(r, &q->parked, wait_entry, next) {
+    /*
+     * Take the list first: a retry that fails again at once (before its
+     * coroutine yields) is parked again, and must wait for the next cont,
+     * not come round in this walk for ever.
+     */
+    while ((r = QTAILQ_FIRST(&q->parked))) {
         QTAILQ_REMOVE(&q->parked, r, wait_entry);
+        QTAILQ_INSERT_TAIL(&retry, r, wait_entry);
+    }
+    defer_call_begin();
+    while ((r = QTAILQ_FIRST(&retry))) {
+        QTAILQ_REMOVE(&retry, r, wait_entry);
         trace_xen_block_request_retry(r, r->req.id);
         xen_block_request_submit(r);
     }
