@@ -44,6 +44,13 @@ def test(name):
     return register
 
 
+def test_main_loop_and_iothread(name, fn):
+    """Register fn(c, iothread) twice: NAME with the device in the main
+    loop, NAME-iothread with it in an IOThread."""
+    test(name)(lambda c: fn(c, iothread=False))
+    test(name + '-iothread')(lambda c: fn(c, iothread=True))
+
+
 def check(cond, what):
     if not cond:
         raise Failure(what)
@@ -344,16 +351,10 @@ def t_cdrom_empty(c):
           dev.get('sectors'))
 
 
-def resize_test(iothread):
+def resize_online(c, iothread):
     """block_resize while the frontend is connected: it sees the new size
     and can use it.  (With an IOThread the truncate runs there; the device
     model takes it up in the main loop.)"""
-    def run(c):
-        resize_online(c, iothread)
-    return run
-
-
-def resize_online(c, iothread):
     img = c.image(size=16 * MiB)
     c.start(args=['-object', 'iothread,id=io0'] if iothread else [])
     c.attach_qmp(img, vdev='xvda', node='d0',
@@ -372,8 +373,7 @@ def resize_online(c, iothread):
             '--expect', 'okay')
 
 
-test('resize')(resize_test(iothread=False))
-test('resize-iothread')(resize_test(iothread=True))
+test_main_loop_and_iothread('resize', resize_online)
 
 
 @test('reconnect')
@@ -493,24 +493,8 @@ def close_with_io(c, iothread):
                               'with I/O in flight (round %d)' % i)
 
 
-@test('detach-inflight')
-def t_detach_inflight(c):
-    detach_with_io(c, iothread=False)
-
-
-@test('detach-inflight-iothread')
-def t_detach_inflight_iothread(c):
-    detach_with_io(c, iothread=True)
-
-
-@test('close-inflight-abrupt')
-def t_close_inflight_abrupt(c):
-    close_with_io(c, iothread=False)
-
-
-@test('close-inflight-abrupt-iothread')
-def t_close_inflight_abrupt_iothread(c):
-    close_with_io(c, iothread=True)
+test_main_loop_and_iothread('detach-inflight', detach_with_io)
+test_main_loop_and_iothread('close-inflight-abrupt', close_with_io)
 
 
 def stat_total(c, key):
@@ -555,14 +539,7 @@ def close_during_barriers(c, iothread):
     close_frozen_frontend(c, proc, 'with barriers in flight')
 
 
-@test('close-during-barriers')
-def t_close_during_barriers(c):
-    close_during_barriers(c, iothread=False)
-
-
-@test('close-during-barriers-iothread')
-def t_close_during_barriers_iothread(c):
-    close_during_barriers(c, iothread=True)
+test_main_loop_and_iothread('close-during-barriers', close_during_barriers)
 
 
 @test('queue-start-fails-iothread')
@@ -645,14 +622,7 @@ def prod_backwards(c, iothread):
     check(rep.get('ok'), 'no reconnect after the attack: %s' % summary(rep))
 
 
-@test('ring-prod-backwards')
-def t_prod_backwards(c):
-    prod_backwards(c, iothread=False)
-
-
-@test('ring-prod-backwards-iothread')
-def t_prod_backwards_iothread(c):
-    prod_backwards(c, iothread=True)
+test_main_loop_and_iothread('ring-prod-backwards', prod_backwards)
 
 
 @test('close-inflight')

@@ -196,7 +196,7 @@ snapshot_xenstore() {
     local domid=$1
     xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" > /run/xs-backend 2>&1
     xenstore-ls -f "/local/domain/$domid/device/vbd" > /run/xs-frontend 2>&1
-    sed 's/^/XBLK-XS /' /run/xs-backend /run/xs-frontend
+    awk '{print "XBLK-XS " $0}' /run/xs-backend /run/xs-frontend
 }
 
 hotplug_attach() {
@@ -323,9 +323,9 @@ front_phase() {
     step "$FRONT: $state"
     if [ "$state" != front-finished ]; then
         xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" 2>&1 |
-            sed 's/^/XBLK-XS-FRONT /'
+            awk '{print "XBLK-XS-FRONT " $0}'
         xenstore-ls -f "/local/domain/$domid/device/vbd" 2>&1 |
-            sed 's/^/XBLK-XS-FRONT /'
+            awk '{print "XBLK-XS-FRONT " $0}'
     fi
     if [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
         check front-qemu-alive PASS "pid $QEMU_PID running after all of xenblk-front's cases"
@@ -337,7 +337,7 @@ front_phase() {
     check_exit front-exit "$FRONT" "$state" front-finished 60
     grep -a '^XBLK-CHECK ' "$FRONT_LOG" | tr -d '\r' | sed 's/^XBLK-//'
     python3 /realxen/front-results.py "$FRONT_LOG"
-    sed 's/^/XBLK-DMLOG-FRONT /' "/var/log/xen/qemu-dm-$FRONT.log" 2>/dev/null | tail -15
+    awk '{print "XBLK-DMLOG-FRONT " $0}' "/var/log/xen/qemu-dm-$FRONT.log" 2>/dev/null | tail -15
 }
 
 # ---- the first domU: Linux's xen-blkfront ----
@@ -354,7 +354,7 @@ blkfront_phase() {
         check_served_by domu-create "$domid" "$backend"
     else
         check domu-create FAIL "xl create: $(tail -3 /run/xl-create.log | tr '\n' ' ')"
-        sed 's/^/XBLK-XL /' /run/xl-create.log | tail -20
+        awk '{print "XBLK-XL " $0}' /run/xl-create.log | tail -20
         domid=$("$XEN/xl" domid "$DOMU" 2>/dev/null || true)
         [ -n "$domid" ] && report_qemu "$domid"
     fi
@@ -410,7 +410,7 @@ blkfront_phase() {
     check_exit domu-exit "$DOMU" "$state" finished $grace
 
     domu_results "$domid"
-    sed 's/^/XBLK-DMLOG /' "/var/log/xen/qemu-dm-$DOMU.log" 2>/dev/null | tail -25
+    awk '{print "XBLK-DMLOG " $0}' "/var/log/xen/qemu-dm-$DOMU.log" 2>/dev/null | tail -25
 }
 
 # ---- the third domU: defined and started through libvirt ----
@@ -481,7 +481,7 @@ libvirt_phase() {
     if ! start_libvirtd; then
         check libvirt-start FAIL "libvirtd: $(grep -v dmidecode /run/libvirtd.log | tail -3 | tr '\n' ' ') virsh: $(tail -2 /run/virsh-version.log 2>/dev/null | tr '\n' ' ')"
         fail_unreported "libvirtd did not start" libvirt-qemu libvirt-detach libvirt-exit
-        grep -v dmidecode /run/libvirtd.log | tail -150 | sed 's/^/XBLK-LIBVIRT /'
+        grep -v dmidecode /run/libvirtd.log | tail -150 | awk '{print "XBLK-LIBVIRT " $0}'
         return
     fi
     write_virt_xml "$run"
@@ -504,7 +504,7 @@ libvirt_phase() {
     fi
     state=$(wait_sync libvirt-finished 180)
     step "$VIRT: $state"
-    xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" 2>&1 | sed 's/^/XBLK-XS-VIRT /'
+    xenstore-ls -f "/local/domain/0/backend/qdisk/$domid" 2>&1 | awk '{print "XBLK-XS-VIRT " $0}'
     if [ "$state" = libvirt-finished ] && [ -n "$QEMU_PID" ] && kill -0 "$QEMU_PID" 2>/dev/null; then
         # The guest's cue to power off: libvirt takes xvdb away.
         if out=$(timeout 60 virsh -c xen:///system detach-disk "$VIRT" xvdb --live 2>&1); then
@@ -527,8 +527,8 @@ libvirt_phase() {
     else
         check libvirt-qcow2 FAIL "$(echo "$out" | head -2 | tr '\n' ' ')"
     fi
-    sed 's/^/XBLK-DMLOG-VIRT /' "/var/log/xen/qemu-dm-$VIRT.log" 2>/dev/null | tail -15
-    tail -5 /var/log/libvirt/libxl/libxl-driver.log 2>/dev/null | sed 's/^/XBLK-LIBVIRT /'
+    awk '{print "XBLK-DMLOG-VIRT " $0}' "/var/log/xen/qemu-dm-$VIRT.log" 2>/dev/null | tail -15
+    tail -5 /var/log/libvirt/libxl/libxl-driver.log 2>/dev/null | awk '{print "XBLK-LIBVIRT " $0}'
 }
 
 main() {
