@@ -652,6 +652,7 @@ static void xen_block_get_statistics(Object *obj, Visitor *v,
             { "grant-unmaps", 0 }, { "persistent-hits", 0 },
             { "notifications", 0 }, { "notifications-suppressed", 0 },
             { "ring-scans", 0 }, { "waits-for-buffers", 0 },
+            { "polled-scans", 0 },
         };
         uint64_t values[G_N_ELEMENTS(fields)];
 
@@ -671,6 +672,7 @@ static void xen_block_get_statistics(Object *obj, Visitor *v,
         values[8] = st.notifications_suppressed;
         values[9] = st.ring_scans;
         values[10] = st.waits_for_buffers;
+        values[11] = st.polled_scans;
         if (!visit_start_struct(v, NULL, NULL, 0, errp)) {
             return;
         }

@@ -30,6 +30,7 @@
 #include "qemu/osdep.h"
 #include "qapi/error.h"
 #include "qemu/defer-call.h"
+#include "qemu/event_notifier.h"
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
 #include "qemu/timer.h"
@@ -38,6 +39,7 @@
 #include "system/block-backend.h"
 #include "system/runstate.h"
 #include "hw/xen/xen-bus.h"
+#include "hw/xen/xen_backend_ops.h"
 #include "hw/block/dataplane/xen-block.h"
 #include "hw/block/dataplane/xen-block-grants.h"
 #include "trace.h"
@@ -91,7 +93,10 @@ struct XenBlockQueue {
     unsigned int index;
     IOThread *iothread;
     AioContext *ctx;
-    XenEventChannel *channel;
+    xenevtchn_handle *xeh;          /* the queue's own event channel */
+    evtchn_port_t local_port;
+    bool bound;
+    EventNotifier notifier;         /* xeh's fd, for the AioContext */
     void *sring;
     unsigned int nr_ring_ref;
     uint32_t ring_ref[1u << XEN_BLKIF_MAX_RING_PAGE_ORDER];
@@ -205,7 +210,7 @@ static void xen_block_queue_push(void *opaque)
     q->unpublished = 0;
     if (xen_blkif_ring_push_responses(&q->ring)) {
         q->stats->notifications++;
-        xen_device_notify_event_channel(q->dp->xendev, q->channel, NULL);
+        qemu_xen_evtchn_notify(q->xeh, q->local_port);
     } else {
         q->stats->notifications_suppressed++;
     }
@@ -693,10 +698,103 @@ static void xen_block_queue_process_bh(void *opaque)
     xen_block_queue_process(opaque);
 }
 
-/* Event channel handler (and poll handler), in the queue's AioContext. */
-static bool xen_block_queue_event(void *opaque)
+/* ---- The event channel, in the queue's AioContext ---- */
+
+/*
+ * Each queue binds its event channel itself, not through xen-bus: xen-bus
+ * registers its handler with a poll function but no poll-ready callback,
+ * which the AioContext drops, and one handler that cannot be polled turns
+ * polling off for the whole IOThread (so upstream's xen-block has never
+ * polled since QEMU 7.0).  Here the IOThread's adaptive polling
+ * (poll-max-ns) works: before it sleeps, it watches the ring for a while
+ * and catches the frontend's next requests without a notification.
+ */
+
+static void xen_block_queue_evtchn_read(EventNotifier *n)
 {
-    return xen_block_queue_process(opaque);
+    XenBlockQueue *q = container_of(n, XenBlockQueue, notifier);
+    int port = qemu_xen_evtchn_pending(q->xeh);
+
+    if (port >= 0 && port == q->local_port) {
+        xen_block_queue_process(q);
+        qemu_xen_evtchn_unmask(q->xeh, port);
+    }
+}
+
+/*
+ * Whether a pass would consume anything: cheap, no side effects, called
+ * in a loop while the IOThread polls.  A corrupt producer index counts
+ * as work, so that the pass that follows declares the ring broken.
+ */
+static bool xen_block_queue_evtchn_poll(void *opaque)
+{
+    XenBlockQueue *q = container_of(opaque, XenBlockQueue, notifier);
+    unsigned int pending;
+
+    if (q->ring_broken || q->barrier_waiting || q->barrier_active) {
+        return false;
+    }
+    return !xen_blkif_ring_pending(&q->ring, &pending) || pending;
+}
+
+static void xen_block_queue_evtchn_poll_ready(EventNotifier *n)
+{
+    XenBlockQueue *q = container_of(n, XenBlockQueue, notifier);
+
+    q->stats->polled_scans++;
+    xen_block_queue_process(q);
+}
+
+static bool xen_block_queue_bind(XenBlockQueue *q, unsigned int port,
+                                 Error **errp)
+{
+    int local;
+
+    q->xeh = qemu_xen_evtchn_open();
+    if (!q->xeh) {
+        error_setg_errno(errp, errno, "cannot open the event channel device");
+        return false;
+    }
+    local = qemu_xen_evtchn_bind_interdomain(q->xeh,
+                                             q->dp->xendev->frontend_id,
+                                             port);
+    if (local < 0) {
+        error_setg_errno(errp, errno, "cannot bind event channel %u of "
+                         "domain %u", port, q->dp->xendev->frontend_id);
+        return false;
+    }
+    q->local_port = local;
+    q->bound = true;
+    event_notifier_init_fd(&q->notifier, qemu_xen_evtchn_fd(q->xeh));
+    return true;
+}
+
+static void xen_block_queue_unbind(XenBlockQueue *q)
+{
+    if (q->bound) {
+        qemu_xen_evtchn_unbind(q->xeh, q->local_port);
+        q->bound = false;
+    }
+    if (q->xeh) {
+        qemu_xen_evtchn_close(q->xeh);
+        q->xeh = NULL;
+    }
+}
+
+/* Start or stop reacting to the event channel in the queue's context. */
+static void xen_block_queue_listen(XenBlockQueue *q, bool on)
+{
+    if (!q->bound) {
+        return;
+    }
+    if (on) {
+        aio_set_event_notifier(q->ctx, &q->notifier,
+                               xen_block_queue_evtchn_read,
+                               xen_block_queue_evtchn_poll,
+                               xen_block_queue_evtchn_poll_ready);
+    } else {
+        aio_set_event_notifier(q->ctx, &q->notifier, NULL, NULL, NULL);
+    }
 }
 
 /* ---- Error policy: resume parked requests when the VM runs again ---- */
@@ -867,21 +965,15 @@ static bool xen_block_queue_start(XenBlockQueue *q,
     }
     q->process_bh = aio_bh_new(q->ctx, xen_block_queue_process_bh, q);
     q->retry_bh = aio_bh_new(q->ctx, xen_block_queue_retry_parked, q);
-    q->channel = xen_device_bind_event_channel(xendev, cfg->event_channel,
-                                               xen_block_queue_event, q,
-                                               errp);
-    if (!q->channel) {
+    /*
+     * Nobody listens yet: the port starts pending, and the queue is only
+     * handed to its context once every queue has started, or a later
+     * queue's failure would have stop() poll the main loop and serve this
+     * one there while its IOThread tears it down.
+     */
+    if (!xen_block_queue_bind(q, cfg->event_channel, errp)) {
         return false;
     }
-    /*
-     * xen-bus listens in the main loop from the bind on, and the port
-     * starts pending: keep the handler off until the queue is handed to
-     * its own context, or a later queue's failure would have stop() poll
-     * the main loop and run it there while the queue's IOThread tears it
-     * down.
-     */
-    xen_device_set_event_channel_context(xendev, q->channel, NULL,
-                                         &error_abort);
     trace_xen_block_queue_start(q, q->index, q->nr_ring_ref, q->ring.size,
                                 cfg->event_channel);
     return true;
@@ -897,8 +989,7 @@ static void xen_block_queue_detach_bh(void *opaque)
     XenBlockQueue *q = opaque;
 
     q->detached = true;
-    xen_device_set_event_channel_context(q->dp->xendev, q->channel, NULL,
-                                         &error_abort);
+    xen_block_queue_listen(q, false);
     g_clear_pointer(&q->process_bh, qemu_bh_delete);
     g_clear_pointer(&q->retry_bh, qemu_bh_delete);
     if (q->grants) {
@@ -923,12 +1014,7 @@ static void xen_block_queue_drop(XenBlockQueue *q, XenBlockRequestList *list)
 
 static void xen_block_queue_stop(XenBlockQueue *q)
 {
-    XenDevice *xendev = q->dp->xendev;
-
-    if (q->channel) {
-        xen_device_unbind_event_channel(xendev, q->channel, NULL);
-        q->channel = NULL;
-    }
+    xen_block_queue_unbind(q);
     if (q->requests) {
         xen_block_queue_drop(q, &q->parked);
         xen_block_queue_drop(q, &q->waiting);
@@ -943,7 +1029,7 @@ static void xen_block_queue_stop(XenBlockQueue *q)
     g_clear_pointer(&q->retry_bh, qemu_bh_delete);
     xen_block_queue_free(q);
     if (q->sring) {
-        xen_device_unmap_grant_refs(xendev, q->sring, q->ring_ref,
+        xen_device_unmap_grant_refs(q->dp->xendev, q->sring, q->ring_ref,
                                     q->nr_ring_ref, NULL);
         q->sring = NULL;
     }
@@ -1104,8 +1190,7 @@ bool xen_block_dataplane_start(XenBlockDataPlane *dp,
     for (unsigned int i = 0; i < nr_queues; i++) {
         XenBlockQueue *q = &dp->queues[i];
 
-        xen_device_set_event_channel_context(xendev, q->channel, q->ctx,
-                                             &error_abort);
+        xen_block_queue_listen(q, true);
         /* Requests may have been published before we listened. */
         qemu_bh_schedule(q->process_bh);
     }
@@ -1182,7 +1267,7 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dp)
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
         XenBlockQueue *q = &dp->queues[i];
 
-        if (q->channel) {
+        if (q->bound) {
             aio_wait_bh_oneshot(q->ctx, xen_block_queue_detach_bh, q);
         }
     }
@@ -1215,9 +1300,7 @@ static void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)
         return;
     }
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
-        xen_device_set_event_channel_context(dp->xendev,
-                                             dp->queues[i].channel, NULL,
-                                             &error_abort);
+        xen_block_queue_listen(&dp->queues[i], false);
     }
 }
 
@@ -1229,8 +1312,7 @@ static void xen_block_dataplane_drained_end(XenBlockDataPlane *dp)
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
         XenBlockQueue *q = &dp->queues[i];
 
-        xen_device_set_event_channel_context(dp->xendev, q->channel, q->ctx,
-                                             &error_abort);
+        xen_block_queue_listen(q, true);
         qemu_bh_schedule(q->process_bh);
     }
 }

@@ -51,6 +51,7 @@ typedef struct XenBlockQueueStats {
     uint64_t notifications;         /* sent to the frontend */
     uint64_t notifications_suppressed;  /* not needed, not sent */
     uint64_t ring_scans;            /* times the ring was looked at */
+    uint64_t polled_scans;          /* of which IOThread polling started */
     uint64_t waits_for_buffers;     /* requests that waited for pages */
 } XenBlockQueueStats;
 
