@@ -1108,6 +1108,43 @@ def t_iothread_polling(c):
           'passes started from polling with poll-max-ns=0')
 
 
+@test('iothread-polling-drains')
+def t_iothread_polling_drains(c):
+    """Drains while a polling IOThread serves the disk: the handler is
+    taken off and put back, maybe in the middle of polling, when the
+    passes do not ask for notifications.  Every request is answered, and
+    events are asked for again afterwards (a load with long gaps)."""
+    img = c.image()
+    c.start(args=['-object', 'iothread,id=io0,poll-max-ns=10000000'])
+    c.attach_qmp(img, iothread='io0')
+    proc = background_front(c, '--rw', 'randrw', '--bs', '4k',
+                            '--iodepth', 2, '--runtime', 4,
+                            '--deadline', 5)
+    be = '/local/domain/0/backend/qdisk/1/51712/state'
+    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    drains = 0
+    try:
+        while proc.poll() is None and drains < 200:
+            # Throttling off again drains the disk.
+            for bps in (1 << 30, 0):
+                c.qemu.qmp.cmd('block_set_io_throttle', id='dev-xvda',
+                               bps=bps, bps_rd=0, bps_wr=0, iops=0,
+                               iops_rd=0, iops_wr=0)
+            drains += 1
+        out, err = proc.communicate(timeout=60)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    io_clean(parse_json(out), 'I/O across %d drains' % drains)
+    check(drains > 0, 'no drain happened during the load')
+    # Gaps longer than the poll time: every request needs its event.
+    io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 1,
+                     '--size', 64 * 1024, '--deadline', 5),
+             'after the drains')
+    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+
+
 @test('qdisk-iothread-no-polling')
 def t_qdisk_iothread_no_polling(c):
     """The IOThread the qdisk backend makes for an xl disk does not spin:

@@ -117,6 +117,7 @@ struct XenBlockQueue {
     bool idle;                      /* io_running was 0: see stop() */
     unsigned int unpublished;       /* responses written since the push */
     bool in_pass;                   /* consuming the ring right now */
+    bool polling;                   /* the IOThread watches req_prod */
     QLIST_HEAD(, XenBlockRequest) free_list;
     XenBlockRequestList waiting;    /* for pool pages */
     XenBlockRequestList parked;     /* werror/rerror=stop */
@@ -683,7 +684,11 @@ static bool xen_block_queue_process(XenBlockQueue *q)
             xen_block_queue_ring_broken(q);
             break;
         }
-        if (!xen_blkif_ring_final_check(&q->ring)) {
+        /*
+         * While the IOThread polls, leave req_event behind: the frontend
+         * need not notify, we are watching.  poll_end re-arms it.
+         */
+        if (q->polling || !xen_blkif_ring_final_check(&q->ring)) {
             break;
         }
     }
@@ -695,7 +700,16 @@ static bool xen_block_queue_process(XenBlockQueue *q)
 
 static void xen_block_queue_process_bh(void *opaque)
 {
-    xen_block_queue_process(opaque);
+    XenBlockQueue *q = opaque;
+
+    /*
+     * Also the first pass after the handler is (re)attached: a handler
+     * removed while the IOThread polled never saw poll_end, and this
+     * pass must ask for events again.  Outside that case, clearing the
+     * flag only lets the frontend notify while we poll.
+     */
+    q->polling = false;
+    xen_block_queue_process(q);
 }
 
 /* ---- The event channel, in the queue's AioContext ---- */
@@ -735,6 +749,27 @@ static bool xen_block_queue_evtchn_poll(void *opaque)
         return false;
     }
     return !xen_blkif_ring_pending(&q->ring, &pending) || pending;
+}
+
+/*
+ * Poll begin and end: while the IOThread polls, passes do not ask for
+ * notifications (as virtio turns queue notifications off); before it
+ * sleeps, ask again.  The AioContext polls once more after poll_end, so
+ * requests published in between are not missed.
+ */
+static void xen_block_queue_evtchn_poll_begin(EventNotifier *n)
+{
+    container_of(n, XenBlockQueue, notifier)->polling = true;
+}
+
+static void xen_block_queue_evtchn_poll_end(EventNotifier *n)
+{
+    XenBlockQueue *q = container_of(n, XenBlockQueue, notifier);
+
+    q->polling = false;
+    if (!q->ring_broken) {
+        xen_blkif_ring_final_check(&q->ring);
+    }
 }
 
 static void xen_block_queue_evtchn_poll_ready(EventNotifier *n)
@@ -792,6 +827,9 @@ static void xen_block_queue_listen(XenBlockQueue *q, bool on)
                                xen_block_queue_evtchn_read,
                                xen_block_queue_evtchn_poll,
                                xen_block_queue_evtchn_poll_ready);
+        aio_set_event_notifier_poll(q->ctx, &q->notifier,
+                                    xen_block_queue_evtchn_poll_begin,
+                                    xen_block_queue_evtchn_poll_end);
     } else {
         aio_set_event_notifier(q->ctx, &q->notifier, NULL, NULL, NULL);
     }
