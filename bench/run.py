@@ -1389,6 +1389,19 @@ def schedule(workloads, storages, backends, repeat):
     return out
 
 
+def ensure_chart_tools():
+    """The charts need matplotlib: on a fresh machine, bench/setup.sh
+    installs it (and the profilers) before the run, not after it."""
+    try:
+        import matplotlib  # noqa: F401
+        return
+    except ImportError:
+        pass
+    log('no matplotlib: running bench/setup.sh')
+    if subprocess.run([os.path.join(BENCH, 'setup.sh')]).returncode:
+        log('bench/setup.sh failed: this run draws no charts')
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(
         description='Bench our xen-disk against the stock QEMU and the ideal '
@@ -1469,6 +1482,7 @@ def main(argv=None):
         return 0
     if a.selftest:
         return selftest(a)
+    ensure_chart_tools()
     if a.report:
         return rereport(a.report)
 
