@@ -1112,8 +1112,10 @@ def t_iothread_polling(c):
 def t_iothread_polling_drains(c):
     """Drains while a polling IOThread serves the disk: the handler is
     taken off and put back, maybe in the middle of polling, when the
-    passes do not ask for notifications.  Every request is answered, and
-    events are asked for again afterwards (a load with long gaps)."""
+    passes do not ask for notifications.  Every request is answered: the
+    handler put back is not polled until its event fires once, so the
+    first pass after a drain must ask for events again, or the load
+    stalls.  A new connection afterwards is served too."""
     img = c.image()
     c.start(args=['-object', 'iothread,id=io0,poll-max-ns=10000000'])
     c.attach_qmp(img, iothread='io0')
@@ -1138,7 +1140,7 @@ def t_iothread_polling_drains(c):
         raise
     io_clean(parse_json(out), 'I/O across %d drains' % drains)
     check(drains > 0, 'no drain happened during the load')
-    # Gaps longer than the poll time: every request needs its event.
+    # The disk still serves a new connection after the drains.
     io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 1,
                      '--size', 64 * 1024, '--deadline', 5),
              'after the drains')
