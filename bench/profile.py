@@ -70,6 +70,9 @@ def main():
                     help='load time (perf: 10, callgrind: 5)')
     ap.add_argument('--out', default=None)
     ap.add_argument('--top', type=int, default=25)
+    ap.add_argument('--iothread-opts', default=benchrun.QDISK_IOTHREAD_OPTS,
+                    help='IOThread options, as bench/run.py (default: %s)'
+                         % benchrun.QDISK_IOTHREAD_OPTS)
     a = ap.parse_args()
     if a.workload not in benchrun.BY_NAME:
         ap.error('unknown workload %r; one of: %s' % (
@@ -88,7 +91,7 @@ def main():
         tmpfs_dir='/dev/shm/qxb-bench', disk_dir='/var/tmp/qxb-bench',
         disk_aio='io_uring,native,threads', no_iothread=False,
         ring_pages=16, indirect=256, no_persistent=False, guest_mem=512,
-        ideal_store=False, idle_wait=0)
+        ideal_store=False, idle_wait=0, iothread_opts=a.iothread_opts)
     bench = benchrun.Bench(opts)
     real = xensim.QEMUS[a.backend]
     bench.props[a.backend] = benchrun.device_props(real)

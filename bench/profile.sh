@@ -1,6 +1,6 @@
 #!/bin/sh
 # bench/profile.sh WORKLOAD [--storage null|tmpfs|disk] [--seconds N]
-#                  [--backend ours|stock] [--out DIR]
+#                  [--backend ours|stock] [--iothread-opts OPTS] [--out DIR]
 #
 # Where our backend's CPU goes for one bench workload (bench/run.py --list).
 # With hardware counters (`perf stat -e instructions true` counts them):
