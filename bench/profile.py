@@ -4,6 +4,7 @@ Run through bench/profile.sh, which picks the tool:
 
     bench/profile.py --tool perf|callgrind WORKLOAD [--storage null]
                      [--seconds N] [--out DIR] [--backend ours|stock]
+    bench/profile.py --compare DIR_A DIR_B      (two perf profiles)
 
 perf:      our QEMU runs normally; `perf record -a -e cpu-clock -g` covers the load
            only; `perf report --pid` (QEMU's threads, self and children)
@@ -14,6 +15,11 @@ callgrind: our QEMU runs under `valgrind --tool=callgrind
            count divided by the requests done is instructions per request;
            callgrind_annotate (exclusive and inclusive) in the report.
 
+With perf, QEMU's CPU time per request by function (ns, from the
+cpu-clock sample periods) is also written to DIR/profile.json;
+--compare prints two such profiles side by side with the difference,
+largest first: what one workload or build pays that the other does not.
+
 One point of bench/run.py is run (same attach, same frontend options), so
 the profile is of exactly what the bench measures.  The text report is
 written to DIR/report.txt (default bench/results/profile-<workload>-<ts>/).
@@ -22,7 +28,9 @@ written to DIR/report.txt (default bench/results/profile-<workload>-<ts>/).
 import argparse
 import datetime
 import glob
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -59,10 +67,57 @@ def run_cmd(cmd, **kw):
                           **kw)
 
 
+def ns_per_request(data, pid, ios):
+    """{function: ns of QEMU's CPU per request} from a cpu-clock
+    perf.data, whose sample periods are nanoseconds."""
+    r = run_cmd(['perf', 'report', '-i', data, '--stdio', '--no-children',
+                 '--sort', 'symbol', '-g', 'none', '-F', 'period,sym',
+                 '--pid', str(pid)])
+    out = {}
+    for line in r.stdout.splitlines():
+        parts = line.split(None, 1)
+        if line.startswith('#') or len(parts) < 2 or not parts[0].isdigit():
+            continue
+        # '[.] name   -   -': the empty columns perf pads symbols with
+        sym = re.sub(r'(\s+-)+\s*$', '', parts[1]).strip()
+        out[sym] = out.get(sym, 0) + int(parts[0]) / ios
+    return out
+
+
+def compare(dir_a, dir_b, top):
+    """Print two perf profiles' ns per request, largest difference first."""
+    prof = []
+    for d in (dir_a, dir_b):
+        try:
+            with open(os.path.join(d, 'profile.json')) as f:
+                prof.append(json.load(f))
+        except OSError as e:
+            print('profile: %s: %s (a perf profile made by this version '
+                  'of profile.py?)' % (d, e), file=sys.stderr)
+            return 1
+    a, b = (p['ns_per_request'] for p in prof)
+    print('A: %s (%s, %s IOPS)' % (dir_a, prof[0]['workload'],
+                                   benchrun.fmt(prof[0]['iops'])))
+    print('B: %s (%s, %s IOPS)' % (dir_b, prof[1]['workload'],
+                                   benchrun.fmt(prof[1]['iops'])))
+    print('QEMU CPU per request, ns: A %.0f, B %.0f, B-A %+.0f' % (
+        sum(a.values()), sum(b.values()),
+        sum(b.values()) - sum(a.values())))
+    print('%9s %9s %9s  function' % ('A ns', 'B ns', 'B-A'))
+    keys = sorted(set(a) | set(b),
+                  key=lambda k: -abs(b.get(k, 0) - a.get(k, 0)))
+    for k in keys[:top]:
+        print('%9.1f %9.1f %+9.1f  %s' % (a.get(k, 0), b.get(k, 0),
+                                          b.get(k, 0) - a.get(k, 0), k))
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument('workload')
-    ap.add_argument('--tool', choices=('perf', 'callgrind'), required=True)
+    ap.add_argument('workload', nargs='?')
+    ap.add_argument('--tool', choices=('perf', 'callgrind'))
+    ap.add_argument('--compare', nargs=2, metavar='DIR',
+                    help='print two perf profiles side by side')
     ap.add_argument('--storage', default='null',
                     choices=benchrun.STORAGES)
     ap.add_argument('--backend', default='ours', choices=('ours', 'stock'))
@@ -70,10 +125,17 @@ def main():
                     help='load time (perf: 10, callgrind: 5)')
     ap.add_argument('--out', default=None)
     ap.add_argument('--top', type=int, default=25)
+    ap.add_argument('--qemu-binary', default=None,
+                    help='the QEMU to profile (default: the backend\'s own, '
+                         'as bench/run.py\'s --ours-binary)')
     ap.add_argument('--iothread-opts', default=benchrun.QDISK_IOTHREAD_OPTS,
                     help='IOThread options, as bench/run.py (default: %s)'
                          % benchrun.QDISK_IOTHREAD_OPTS)
     a = ap.parse_args()
+    if a.compare:
+        return compare(a.compare[0], a.compare[1], a.top)
+    if not a.tool:
+        ap.error('--tool is required')
     if a.workload not in benchrun.BY_NAME:
         ap.error('unknown workload %r; one of: %s' % (
             a.workload, ', '.join(benchrun.BY_NAME)))
@@ -93,6 +155,8 @@ def main():
         ring_pages=16, indirect=256, no_persistent=False, guest_mem=512,
         ideal_store=False, idle_wait=0, iothread_opts=a.iothread_opts)
     bench = benchrun.Bench(opts)
+    if a.qemu_binary:
+        xensim.QEMUS[a.backend] = os.path.abspath(a.qemu_binary)
     real = xensim.QEMUS[a.backend]
     bench.props[a.backend] = benchrun.device_props(real)
     state = {}
@@ -225,6 +289,18 @@ def main():
         L.append('== with children ==')
         L += [x for x in child.stdout.splitlines()
               if x.strip() and not x.startswith('#')][:a.top]
+        per_req = ns_per_request(data, state['pid'], point['ios'])
+        with open(os.path.join(out, 'profile.json'), 'w') as f:
+            json.dump({'workload': wl.name, 'storage': a.storage,
+                       'backend': a.backend, 'iops': point['iops'],
+                       'ios': point['ios'], 'ns_per_request': per_req},
+                      f, indent=1, sort_keys=True)
+        L.append('')
+        L.append('== QEMU CPU per request: %.0f ns; top functions, ns '
+                 '(bench/profile.sh --compare DIR_A DIR_B diffs two) =='
+                 % sum(per_req.values()))
+        L += ['%9.1f  %s' % (v, k) for k, v in
+              sorted(per_req.items(), key=lambda kv: -kv[1])[:a.top]]
     text = '\n'.join(L) + '\n'
     with open(os.path.join(out, 'report.txt'), 'w') as f:
         f.write(text)

@@ -1,6 +1,8 @@
 #!/bin/sh
 # bench/profile.sh WORKLOAD [--storage null|tmpfs|disk] [--seconds N]
-#                  [--backend ours|stock] [--iothread-opts OPTS] [--out DIR]
+#                  [--backend ours|stock] [--qemu-binary PATH]
+#                  [--iothread-opts OPTS] [--out DIR]
+# bench/profile.sh --compare DIR_A DIR_B
 #
 # Where our backend's CPU goes for one bench workload (bench/run.py --list).
 # With hardware counters (`perf stat -e instructions true` counts them):
@@ -8,12 +10,16 @@
 # VMs): QEMU under valgrind --tool=callgrind, instructions counted for the
 # load only, per request, then callgrind_annotate.  A short text report is
 # written to bench/results/profile-<backend>-<workload>-<time>/report.txt.
-# PROFILE_TOOL=perf|callgrind forces the choice.
+# PROFILE_TOOL=perf|callgrind forces the choice.  --compare prints two perf
+# profiles' QEMU CPU per request by function side by side, with the change.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 if [ $# -lt 1 ] || [ "$1" = "-h" ] || [ "$1" = "--help" ]; then
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
+fi
+if [ "$1" = "--compare" ]; then
+    exec /usr/bin/python3 "$here/profile.py" "$@"
 fi
 "$here/setup.sh" >/dev/null
 tool=${PROFILE_TOOL:-}
