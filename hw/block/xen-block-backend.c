@@ -246,6 +246,15 @@ static void xen_block_qdisk_create(XenBackendInstance *backend, QDict *opts,
                                  errp)) {
         goto fail_dev;
     }
+    /*
+     * Errors go to the guest, as blkback and upstream's qdisk answer them.
+     * The block layer's default stops the VM on ENOSPC, and no toolstack
+     * resumes a Xen guest's device model: the disk would hang for good.
+     */
+    if (!object_property_set_str(OBJECT(dev), "werror", "report", errp) ||
+        !object_property_set_str(OBJECT(dev), "rerror", "report", errp)) {
+        goto fail_dev;
+    }
     XEN_BLOCK_DEVICE(dev)->backend_objects = objs;
     if (!qdev_realize_and_unref(dev, BUS(xen_backend_get_bus(backend)),
                                 errp)) {

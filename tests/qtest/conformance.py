@@ -1494,6 +1494,39 @@ def t_fault_enospc(c):
         subprocess.run(['umount', '-l', small])
 
 
+@test('qdisk-enospc-reports')
+def t_qdisk_enospc_reports(c):
+    """An xl disk on a full file system: the writes that do not fit get
+    BLKIF_RSP_ERROR, as from blkback; the VM must not stop on ENOSPC (the
+    block layer's default), since no toolstack would resume it."""
+    small = os.path.join(c.tmp, 'small')
+    os.mkdir(small)
+    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small],
+                   check=True)
+    try:
+        img = os.path.join(small, 'disk.img')
+        with open(img, 'wb') as f:
+            f.truncate(64 * MiB)
+        c.start()
+        c.attach_xl(img)
+        # three times what the file system holds
+        rep = c.front('--rw', 'write', '--bs', '64k', '--iodepth', 16,
+                      '--size', 12 * MiB, '--deadline', 60, ok=False)
+        status = c.qemu.qmp.cmd('query-status')['status']
+        check(status == 'running', 'the VM is %s after ENOSPC' % status)
+        st = rep.get('status', {})
+        check(rep.get('ios') == 12 * MiB // (64 * 1024),
+              'not every write was answered: %s' % summary(rep))
+        check(st.get('error', 0) > 0 and st.get('okay', 0) > 0,
+              'expected OKAY for what fits and ERROR for the rest: %s' % st)
+        subprocess.run(['mount', '-o', 'remount,size=128m', small],
+                       check=True)
+        io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 8,
+                         '--size', 4 * MiB), 'after space was made')
+    finally:
+        subprocess.run(['umount', '-l', small])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--qemu', default='ours', choices=sorted(xensim.QEMUS))
