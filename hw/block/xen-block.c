@@ -313,7 +313,12 @@ static bool xen_block_read_choice(XenBlockDevice *blockdev,
     bool present;
 
     if (!xen_blkif_abi_from_name(protocol, &fc->abi)) {
-        error_setg(errp, "unknown protocol '%s'", protocol);
+        /* The guest wrote it: no raw newlines or escapes in our log. */
+        g_autofree char *head = g_strndup(protocol, 32);
+        g_autofree char *shown = g_strescape(head, NULL);
+
+        error_setg(errp, "unknown protocol '%s'%s", shown,
+                   strlen(protocol) > 32 ? " (cut short)" : "");
         return false;
     }
     fc->has_order = xen_block_read_uint(xendev, "ring-page-order", UINT32_MAX,

@@ -290,12 +290,16 @@ int16_t xen_blkif_verdict_status(XenBlkifVerdict verdict)
     }
 }
 
-/* Is [sector, sector + count) inside the disk?  Overflow-safe. */
+/*
+ * Is [sector, sector + count) inside the disk?  Overflow-safe.  The size
+ * changes under us on a resize (the main loop sets it): read it once.
+ */
 static bool range_in_disk(const XenBlkifLimits *limits, uint64_t sector,
                           uint64_t count)
 {
-    return sector <= limits->disk_sectors &&
-           count <= limits->disk_sectors - sector;
+    uint64_t disk_sectors = qatomic_read_u64(&limits->disk_sectors);
+
+    return sector <= disk_sectors && count <= disk_sectors - sector;
 }
 
 /* Logical block size in 512-byte sectors, minus one: an alignment mask. */

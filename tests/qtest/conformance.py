@@ -820,6 +820,24 @@ def t_ring_more_than_offered(c):
           'offered')
 
 
+@test('bad-protocol-log-escaped')
+def t_bad_protocol_log_escaped(c):
+    """A protocol name is the guest's text: the log line that refuses it
+    must not let the guest forge lines or send terminal escapes."""
+    img = c.image()
+    c.start()
+    c.attach_qmp(img, vdev='xvda')
+    forged = 'x\nFORGED: host disk failing\n\x1b[2J' + 'y' * 500
+    c.front('--op', 'info', '--xs-set', 'protocol=' + forged, ok=False)
+    io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--size', MiB),
+             'a good connection after the bad protocol')
+    log = c.qemu.log_text()
+    check('\x1b' not in log, 'an escape character reached the log')
+    check(not any(line.startswith('FORGED') for line in log.splitlines()),
+          'the guest forged a log line')
+    check('y' * 100 not in log, 'the whole name reached the log')
+
+
 @test('queues-more-than-offered')
 def t_queues_more_than_offered(c):
     img = c.image()

@@ -156,16 +156,17 @@ struct XenBlockDataPlane {
 void xen_block_guest_error(XenBlockLogLimiter *limiter, const char *dev,
                            const char *fmt, ...)
 {
-    int64_t now = qemu_clock_get_ms(QEMU_CLOCK_REALTIME);
-    int64_t last = qatomic_read(&limiter->last_ms);
+    /* modulo 2^32, and never 0, which stands for "never logged" */
+    uint32_t now = MAX((uint32_t)qemu_clock_get_ms(QEMU_CLOCK_REALTIME), 1);
+    uint32_t last = qatomic_read(&limiter->last_ms);
     g_autofree char *msg = NULL;
-    uint64_t suppressed;
+    unsigned int suppressed;
     va_list ap;
 
     /*
      * The first mistake, then at most one line a second per device
      * (whichever queue wins the race logs): a guest must not be able to
-     * flood the host's log.
+     * flood the host's log.  The difference is wrap-safe in 32 bits.
      */
     if ((last && now - last < GUEST_ERROR_INTERVAL_MS) ||
         qatomic_cmpxchg(&limiter->last_ms, last, now) != last) {
@@ -178,7 +179,7 @@ void xen_block_guest_error(XenBlockLogLimiter *limiter, const char *dev,
     va_end(ap);
     if (suppressed) {
         qemu_log_mask(LOG_GUEST_ERROR,
-                      "xen-block %s: %s (and %" PRIu64 " more since)\n",
+                      "xen-block %s: %s (and %u more since)\n",
                       dev, msg, suppressed);
     } else {
         qemu_log_mask(LOG_GUEST_ERROR, "xen-block %s: %s\n", dev, msg);
@@ -1354,6 +1355,13 @@ void xen_block_dataplane_stop(XenBlockDataPlane *dp)
     for (unsigned int i = 0; i < dp->nr_queues; i++) {
         xen_block_queue_stop(&dp->queues[i]);
     }
+    /*
+     * A broken ring's report, not run yet, is about this connection: it
+     * must not close the next one (a frontend that reconnects at once).
+     */
+    if (dp->ring_error_bh) {
+        qemu_bh_cancel(dp->ring_error_bh);
+    }
     g_clear_pointer(&dp->queues, g_free);
     dp->nr_queues = 0;
     xen_block_dataplane_return_blk(dp);
@@ -1368,7 +1376,7 @@ void xen_block_dataplane_resize(XenBlockDataPlane *dp, uint64_t disk_sectors)
      * racing with a resize sees the old or the new size, both of which
      * the block layer accepts.
      */
-    qatomic_set(&dp->config.limits.disk_sectors, disk_sectors);
+    qatomic_set_u64(&dp->config.limits.disk_sectors, disk_sectors);
 }
 
 static void xen_block_dataplane_drained_begin(XenBlockDataPlane *dp)

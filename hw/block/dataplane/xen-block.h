@@ -107,9 +107,10 @@ const char *xen_block_dataplane_queue_where(XenBlockDataPlane *dataplane,
  * about one line a second for @limiter's owner (the rest are counted and
  * the count reported with the next line).
  */
+/* 32-bit fields: atomics of pointer size at most, for 32-bit hosts too. */
 typedef struct XenBlockLogLimiter {
-    int64_t last_ms;
-    uint64_t suppressed;
+    uint32_t last_ms;           /* realtime ms modulo 2^32; 0: never */
+    unsigned int suppressed;
 } XenBlockLogLimiter;
 
 void xen_block_guest_error(XenBlockLogLimiter *limiter, const char *dev,

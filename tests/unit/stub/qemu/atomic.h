@@ -15,5 +15,6 @@
 #define smp_wmb()           __atomic_thread_fence(__ATOMIC_RELEASE)
 #define qatomic_read(p)     __atomic_load_n(p, __ATOMIC_RELAXED)
 #define qatomic_set(p, v)   __atomic_store_n(p, v, __ATOMIC_RELAXED)
+#define qatomic_read_u64(p) __atomic_load_n(p, __ATOMIC_RELAXED)
 
 #endif
