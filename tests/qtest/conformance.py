@@ -883,6 +883,53 @@ def t_write_barrier(c):
                      '--size', 2 * MiB), 'I/O after barriers')
 
 
+def blockstats(c):
+    """query-blockstats' counters, summed over the (one) disk."""
+    total = {}
+    for d in c.qemu.qmp.cmd('query-blockstats'):
+        for k, v in d['stats'].items():
+            if isinstance(v, int):
+                total[k] = total.get(k, 0) + v
+    return total
+
+
+@test('blockstats-accounting')
+def t_blockstats_accounting(c):
+    """query-blockstats counts each stage as what it is: a flush with data
+    is a flush and a write of its data, a barrier two flushes and a write,
+    a discard its bytes, a write from a revoked grant an invalid write."""
+    img = c.image()
+    c.start()
+    c.qemu.qmp.cmd('blockdev-add', driver='raw', discard='unmap',
+                   **{'node-name': 'd0'},
+                   file={'driver': 'file', 'filename': img,
+                         'discard': 'unmap'})
+    try:
+        c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-xvda',
+                       vdev='xvda', drive='d0', **{'feature-barrier': True})
+    except xensim.QMPError as e:
+        raise Skip('no feature-barrier: %s' % e)
+    c.front('--op', 'info')
+
+    def step(spec, want):
+        before = blockstats(c)
+        rep = c.front('--hostile', 'req', '--req', spec)
+        check(rep.get('ok'), '%s: %s' % (spec, summary(rep)))
+        after = blockstats(c)
+        got = {k: after.get(k, 0) - before.get(k, 0) for k in want}
+        check(got == want, '%s: counted %s, expected %s' % (spec, got, want))
+
+    step('op=3,nr_segments=1,sector=0,seg0=buf:0:0:7,expect=okay',
+         {'flush_operations': 1, 'wr_operations': 1, 'wr_bytes': 4096,
+          'invalid_wr_operations': 0})
+    step('op=2,nr_segments=1,sector=8,seg0=buf:1:0:7,expect=okay',
+         {'flush_operations': 2, 'wr_operations': 1, 'wr_bytes': 4096})
+    step('op=5,sector=0,nr_sectors=2048,expect=okay',
+         {'unmap_operations': 1, 'unmap_bytes': MiB})
+    step('op=1,nr_segments=1,sector=0,seg0=revoked:0:7,expect=error',
+         {'wr_operations': 0, 'wr_bytes': 0, 'invalid_wr_operations': 1})
+
+
 @test('invalid-request-flood')
 def t_invalid_flood(c):
     """A million invalid requests: each answered, the log stays quiet."""

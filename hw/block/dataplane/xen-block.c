@@ -278,6 +278,24 @@ static bool xen_block_request_is_flush(XenBlockRequest *r)
            r->req.op == BLKIF_OP_WRITE_BARRIER;
 }
 
+/*
+ * Whether the current stage of @r writes its data: a write, or the middle
+ * stage of a flush with data or a barrier (see xen_block_request_do_io()).
+ */
+static bool xen_block_request_writing_data(XenBlockRequest *r)
+{
+    switch (r->req.op) {
+    case BLKIF_OP_WRITE:
+        return true;
+    case BLKIF_OP_FLUSH_DISKCACHE:
+    case BLKIF_OP_WRITE_BARRIER:
+        return r->flushed && !r->written;
+    default:
+        return false;
+    }
+}
+
+/* What the current stage of @r is, for the accounting. */
 static enum BlockAcctType xen_block_request_acct_type(XenBlockRequest *r)
 {
     switch (r->req.op) {
@@ -285,11 +303,23 @@ static enum BlockAcctType xen_block_request_acct_type(XenBlockRequest *r)
         return BLOCK_ACCT_READ;
     case BLKIF_OP_DISCARD:
         return BLOCK_ACCT_UNMAP;
-    case BLKIF_OP_FLUSH_DISKCACHE:
-    case BLKIF_OP_WRITE_BARRIER:
-        return r->flushed ? BLOCK_ACCT_WRITE : BLOCK_ACCT_FLUSH;
     default:
-        return BLOCK_ACCT_WRITE;
+        return xen_block_request_writing_data(r) ? BLOCK_ACCT_WRITE
+                                                 : BLOCK_ACCT_FLUSH;
+    }
+}
+
+/* ... and how many bytes it moves (a flush: none, as virtio-blk's). */
+static int64_t xen_block_request_acct_bytes(XenBlockRequest *r)
+{
+    switch (r->req.op) {
+    case BLKIF_OP_READ:
+        return (int64_t)r->nr_sectors << XEN_BLKIF_SECTOR_SHIFT;
+    case BLKIF_OP_DISCARD:
+        return (int64_t)r->req.nr_sectors << XEN_BLKIF_SECTOR_SHIFT;
+    default:
+        return xen_block_request_writing_data(r) ?
+               (int64_t)r->nr_sectors << XEN_BLKIF_SECTOR_SHIFT : 0;
     }
 }
 
@@ -354,8 +384,7 @@ static void coroutine_fn xen_block_request_complete(XenBlockRequest *r,
     /* A barrier's data is on stable storage only after a second flush. */
     if (r->req.op == BLKIF_OP_WRITE_BARRIER && r->nr_segs && !r->written) {
         r->written = true;
-        block_acct_start(stats, &r->acct, 0, BLOCK_ACCT_FLUSH);
-        xen_block_request_start_co(r);
+        xen_block_request_submit(r);
         goto out;
     }
     if (xen_block_request_is_read(r) &&
@@ -472,10 +501,11 @@ static void xen_block_request_submit(XenBlockRequest *r)
 
     r->status = BLKIF_RSP_OKAY;
     block_acct_start(blk_get_stats(blk), &r->acct,
-                     r->nr_sectors << XEN_BLKIF_SECTOR_SHIFT,
+                     xen_block_request_acct_bytes(r),
                      xen_block_request_acct_type(r));
     trace_xen_block_request_submit(r, r->req.id, r->req.op, r->req.sector,
-                                   r->nr_sectors);
+                                   xen_block_request_acct_bytes(r) >>
+                                   XEN_BLKIF_SECTOR_SHIFT);
     xen_block_request_start_co(r);
 }
 
@@ -499,8 +529,12 @@ static void xen_block_request_start_io(XenBlockRequest *r)
     if (!xen_block_request_is_read(r) &&
         !xen_block_grants_copy(q->grants, r->segs, r->bufs, r->nr_segs,
                                false, q->copy_scratch, &local_err)) {
+        /* A grant the guest revoked or never gave: its mistake. */
         xen_block_queue_guest_error(q, r, error_get_pretty(local_err));
         error_free(local_err);
+        q->stats->invalid++;
+        block_acct_invalid(blk_get_stats(q->dp->blk),
+                           xen_block_request_acct_type(r));
         r->status = BLKIF_RSP_ERROR;
         xen_block_request_respond(r);
         return;
