@@ -44,6 +44,7 @@ static void xen_block_get_vdev(Object *obj, Visitor *v, const char *name,
 static void xen_block_set_vdev(Object *obj, Visitor *v, const char *name,
                                void *opaque, Error **errp)
 {
+    ERRP_GUARD();   /* for error_append_hint() */
     const Property *prop = opaque;
     XenVbd *vdev = object_field_prop_ptr(obj, prop);
     g_autofree char *str = NULL;
@@ -85,13 +86,53 @@ static bool xen_block_vdev_in_use(XenBlockDevice *blockdev, uint32_t number)
     return false;
 }
 
-/* For -drive if=xen without a vdev: the first xvd disk nobody uses. */
+/*
+ * The disk numbers the frontend domain already has directories for: disks
+ * another backend serves (blkback, another QEMU) or a toolstack set up.
+ */
+static GHashTable *xen_block_frontend_vbds(XenBlockDevice *blockdev,
+                                           Error **errp)
+{
+    XenDevice *xendev = XEN_DEVICE(blockdev);
+    XenBus *xenbus = XEN_BUS(qdev_get_parent_bus(DEVICE(blockdev)));
+    g_autofree char *path = g_strdup_printf("/local/domain/%u/device/vbd",
+                                            xendev->frontend_id);
+    GHashTable *numbers = g_hash_table_new(NULL, NULL);
+    unsigned int n = 0;
+    char **names = qemu_xen_xs_directory(xenbus->xsh, XBT_NULL, path, &n);
+
+    if (!names && errno != ENOENT) {
+        error_setg_errno(errp, errno, "cannot list %s", path);
+        g_hash_table_unref(numbers);
+        return NULL;
+    }
+    for (unsigned int i = 0; i < n; i++) {
+        uint32_t number;
+
+        if (xen_vbd_parse_uint(names[i], UINT32_MAX, &number)) {
+            g_hash_table_add(numbers, GUINT_TO_POINTER(number));
+        }
+    }
+    free(names);    /* one allocation, from the xenstore library */
+    return numbers;
+}
+
+/*
+ * For -drive if=xen, or xen-disk, without a vdev: the first xvd disk that
+ * neither a device of ours nor a directory of the frontend's uses.
+ */
 static bool xen_block_pick_vdev(XenBlockDevice *blockdev, Error **errp)
 {
+    g_autoptr(GHashTable) taken = xen_block_frontend_vbds(blockdev, errp);
+
+    if (!taken) {
+        return false;
+    }
     for (unsigned int disk = 0; disk <= XEN_VBD_MAX_DISK; disk++) {
         XenVbd vbd = { .scheme = XEN_VBD_SCHEME_XVD, .disk = disk };
 
         if (xen_vbd_encode(&vbd) &&
+            !g_hash_table_contains(taken, GUINT_TO_POINTER(vbd.number)) &&
             !xen_block_vdev_in_use(blockdev, vbd.number)) {
             blockdev->vdev = vbd;
             return true;
@@ -647,7 +688,9 @@ static void xen_block_get_statistics(Object *obj, Visitor *v,
     }
     for (unsigned int i = 0; i < n; i++) {
         XenBlockQueueStats st;
+        uint32_t queue;
         char *where;
+        bool ok;
         const struct {
             const char *name;
             uint64_t value;
@@ -679,15 +722,19 @@ static void xen_block_get_statistics(Object *obj, Visitor *v,
         values[10] = st.waits_for_buffers;
         values[11] = st.polled_scans;
         if (!visit_start_struct(v, NULL, NULL, 0, errp)) {
-            return;
+            break;
         }
-        visit_type_uint32(v, "queue", &i, errp);
-        visit_type_str(v, "iothread", &where, errp);
-        for (unsigned int f = 0; f < G_N_ELEMENTS(fields); f++) {
-            visit_type_uint64(v, fields[f].name, &values[f], errp);
+        queue = i;
+        ok = visit_type_uint32(v, "queue", &queue, errp) &&
+             visit_type_str(v, "iothread", &where, errp);
+        for (unsigned int f = 0; ok && f < G_N_ELEMENTS(fields); f++) {
+            ok = visit_type_uint64(v, fields[f].name, &values[f], errp);
         }
-        visit_check_struct(v, errp);
+        ok = ok && visit_check_struct(v, errp);
         visit_end_struct(v, NULL);
+        if (!ok) {
+            break;
+        }
     }
     visit_end_list(v, NULL);
 }

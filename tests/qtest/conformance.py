@@ -209,6 +209,26 @@ def t_attach_drive(c):
                      '--size', 2 * MiB), '-drive if=xen disk')
 
 
+@test('auto-vdev-skips-frontend-disks')
+def t_auto_vdev_skips_frontend_disks(c):
+    """A disk the domain already has (here a frontend directory for xvda,
+    as another backend would have made it) keeps its number: xen-disk
+    without a vdev takes the next one, and serves it."""
+    img = c.image()
+    c.start()
+    c.tool('xs', 'write', '/local/domain/1/device/vbd/51712/state', '1')
+    c.qemu.qmp.cmd('blockdev-add', driver='raw', **{'node-name': 'd0'},
+                   file={'driver': 'file', 'filename': img})
+    c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-auto',
+                   drive='d0')
+    check(c.xs_read('/local/domain/0/backend/qdisk/1/51712/frontend') is
+          None, 'took xvda, whose frontend directory was there')
+    check(c.xs_read('/local/domain/0/backend/qdisk/1/51728/frontend'),
+          'xvdb has no backend')
+    io_clean(c.front('--vdev', 'xvdb', '--rw', 'randrw', '--bs', '4k',
+                     '--size', MiB), 'the automatic xvdb')
+
+
 # ---- Negotiation ----
 
 @test('negotiation')
