@@ -400,7 +400,9 @@ static IOThread *xen_block_queue_iothread(XenBlockDevice *blockdev,
  * Connect to the frontend.  Every value it wrote is checked before any
  * resource is taken; a bad one refuses the connection.
  */
-static bool xen_block_connect(XenBlockDevice *blockdev, Error **errp)
+/* On failure, *@guest_fault says whether the frontend is to blame. */
+static bool xen_block_connect(XenBlockDevice *blockdev, bool *guest_fault,
+                              Error **errp)
 {
     XenDevice *xendev = XEN_DEVICE(blockdev);
     g_autofree XenBlockQueueConfig *queues = NULL;
@@ -410,6 +412,7 @@ static bool xen_block_connect(XenBlockDevice *blockdev, Error **errp)
     };
     XenBlockFrontendChoice fc;
 
+    *guest_fault = true;    /* until the frontend's values are read */
     if (!xen_block_read_choice(blockdev, &fc, errp)) {
         return false;
     }
@@ -424,12 +427,13 @@ static bool xen_block_connect(XenBlockDevice *blockdev, Error **errp)
         }
         queues[i].iothread = xen_block_queue_iothread(blockdev, i);
     }
+    *guest_fault = false;
     config.abi = fc.abi;
     config.persistent = fc.persistent;
     trace_xen_block_dev_connect(xendev->name, xen_blkif_abi_name(fc.abi),
                                 1u << fc.order, fc.nr_queues, fc.persistent);
     return xen_block_dataplane_start(blockdev->dataplane, &config, queues,
-                                     fc.nr_queues, errp);
+                                     fc.nr_queues, guest_fault, errp);
 }
 
 static void xen_block_disconnect(XenBlockDevice *blockdev)
@@ -447,6 +451,7 @@ static void xen_block_dev_frontend_changed(XenDevice *xendev,
     XenBlockDevice *blockdev = XEN_BLOCK_DEVICE(xendev);
     enum xenbus_state backend_state = xen_device_backend_get_state(xendev);
     Error *local_err = NULL;
+    bool guest_fault;
 
     trace_xen_block_dev_frontend_changed(xendev->name, frontend_state,
                                          backend_state);
@@ -458,15 +463,23 @@ static void xen_block_dev_frontend_changed(XenDevice *xendev,
             break;
         }
         xen_block_disconnect(blockdev);
-        if (!xen_block_connect(blockdev, &local_err)) {
+        if (!xen_block_connect(blockdev, &guest_fault, &local_err)) {
             /*
-             * The frontend's mistake: log it (rate-limited, not through
-             * error_report, which a guest could flood) and stay in
-             * InitWait until it tries again.
+             * Stay in InitWait until the frontend tries again, and say
+             * why, rate-limited (the guest can retry in a loop): its own
+             * mistakes with -d guest_errors, the host's failures (no
+             * memory, no event channel device, the disk held in another
+             * IOThread) always.
              */
-            xen_block_guest_error(&blockdev->log_limiter,
-                                  xendev->name, "connection refused: %s",
-                                  error_get_pretty(local_err));
+            if (guest_fault) {
+                xen_block_guest_error(&blockdev->log_limiter, xendev->name,
+                                      "connection refused: %s",
+                                      error_get_pretty(local_err));
+            } else {
+                xen_block_host_error(&blockdev->log_limiter, xendev->name,
+                                     "cannot connect: %s",
+                                     error_get_pretty(local_err));
+            }
             error_free(local_err);
             xen_block_disconnect(blockdev);
             break;

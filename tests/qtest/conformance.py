@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,9 +84,9 @@ class Ctx:
                             str(size)], check=True)
         return path
 
-    def start(self, args=(), guests=(1,)):
+    def start(self, args=(), guests=(1,), **kw):
         self.sim = xensim.XenSim(guests=guests)
-        self.qemu = xensim.Qemu(self.sim, self.which, args=args)
+        self.qemu = xensim.Qemu(self.sim, self.which, args=args, **kw)
         return self.qemu
 
     def front(self, *args, domid=1, timeout=120, ok=True):
@@ -618,6 +619,38 @@ def t_disconnect_export_pinned(c):
           'node pinned to the IOThread: %s' % c.qemu.log_text()[-1500:])
     io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 8,
                      '--size', 4 * MiB), 'I/O on a reconnection')
+
+
+@test('connect-host-failure-logged')
+def t_connect_host_failure_logged(c):
+    """A connection the host cannot make (QEMU out of file descriptors:
+    no event channel) is refused and said in QEMU's log without -d
+    guest_errors; a guest's bad value is not (its mistake is for -d
+    guest_errors); once the host recovers, the disk connects."""
+    img = c.image()
+    c.start(guest_errors=False)
+    c.attach_qmp(img, vdev='xvda')
+    pid = str(c.qemu.proc.pid)
+    nfds = len(os.listdir('/proc/%s/fd' % pid))
+    subprocess.run(['prlimit', '--pid', pid, '--nofile=%d:4096' % nfds],
+                   check=True)
+    try:
+        rep = c.front('--op', 'info', '--deadline', 5, ok=False)
+        check(not rep.get('ok'), 'connected with no file descriptor left')
+        # ours: "xen-block 51712: cannot connect: ...", upstream's:
+        # "frontend change error: ..."
+        xensim.wait_for(lambda: re.search(
+            r'cannot connect|frontend change error', c.qemu.log_text()), 10,
+            'the failure in the log')
+    finally:
+        subprocess.run(['prlimit', '--pid', pid, '--nofile=4096:4096'],
+                       check=True)
+    c.front('--op', 'info', '--xs-set', 'protocol=bogus', '--deadline', 5,
+            ok=False)
+    check('bogus' not in c.qemu.log_text(), 'a guest mistake logged '
+          'without -d guest_errors')
+    io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--size', MiB),
+             'once descriptors are back')
 
 
 def prod_backwards(c, iothread):

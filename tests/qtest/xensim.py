@@ -193,7 +193,8 @@ class QMPError(Exception):
 class Qemu:
     """A QEMU acting as dom0's block backend for guest @domid."""
 
-    def __init__(self, sim, which='ours', domid=1, args=(), trace=None):
+    def __init__(self, sim, which='ours', domid=1, args=(), trace=None,
+                 guest_errors=True):
         self.sim = sim
         self.which = which
         self.binary = QEMUS[which]
@@ -202,8 +203,9 @@ class Qemu:
         cmd = [self.binary, '-xen-domid', str(domid), '-xen-attach',
                '-M', 'xenpv', '-nodefaults', '-display', 'none',
                '-chardev', 'socket,id=qmp,path=%s,server=on,wait=off'
-               % self.qmp_path, '-mon', 'chardev=qmp,mode=control',
-               '-d', 'guest_errors']
+               % self.qmp_path, '-mon', 'chardev=qmp,mode=control']
+        if guest_errors:
+            cmd += ['-d', 'guest_errors']
         if trace:
             cmd += ['-trace', trace]
         cmd += list(args)

@@ -31,6 +31,7 @@
 #include "qapi/error.h"
 #include "qemu/coroutine-tls.h"
 #include "qemu/defer-call.h"
+#include "qemu/error-report.h"
 #include "qemu/event_notifier.h"
 #include "qemu/log.h"
 #include "qemu/main-loop.h"
@@ -153,37 +154,60 @@ struct XenBlockDataPlane {
 
 #define GUEST_ERROR_INTERVAL_MS 1000
 
-void xen_block_guest_error(XenBlockLogLimiter *limiter, const char *dev,
-                           const char *fmt, ...)
+/*
+ * The first message, then at most one line a second per device (whichever
+ * queue wins the race logs): a guest must not be able to flood the host's
+ * log, whether with its own mistakes or with the host's failures it can
+ * make us retry.  Guest mistakes go to -d guest_errors, the host's
+ * failures to error_report().
+ */
+static void G_GNUC_PRINTF(4, 0)
+xen_block_log_limited(XenBlockLogLimiter *limiter, bool guest,
+                      const char *dev, const char *fmt, va_list ap)
 {
     /* modulo 2^32, and never 0, which stands for "never logged" */
     uint32_t now = MAX((uint32_t)qemu_clock_get_ms(QEMU_CLOCK_REALTIME), 1);
     uint32_t last = qatomic_read(&limiter->last_ms);
     g_autofree char *msg = NULL;
+    g_autofree char *more = NULL;
     unsigned int suppressed;
-    va_list ap;
 
-    /*
-     * The first mistake, then at most one line a second per device
-     * (whichever queue wins the race logs): a guest must not be able to
-     * flood the host's log.  The difference is wrap-safe in 32 bits.
-     */
+    /* The difference is wrap-safe in 32 bits. */
     if ((last && now - last < GUEST_ERROR_INTERVAL_MS) ||
         qatomic_cmpxchg(&limiter->last_ms, last, now) != last) {
         qatomic_inc(&limiter->suppressed);
         return;
     }
     suppressed = qatomic_xchg(&limiter->suppressed, 0);
-    va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    if (suppressed) {
-        qemu_log_mask(LOG_GUEST_ERROR,
-                      "xen-block %s: %s (and %u more since)\n",
-                      dev, msg, suppressed);
+    more = suppressed ? g_strdup_printf(" (and %u more since)", suppressed)
+                      : g_strdup("");
+    if (guest) {
+        qemu_log_mask(LOG_GUEST_ERROR, "xen-block %s: %s%s\n",
+                      dev, msg, more);
     } else {
-        qemu_log_mask(LOG_GUEST_ERROR, "xen-block %s: %s\n", dev, msg);
+        error_report("xen-block %s: %s%s", dev, msg, more);
     }
+}
+
+void xen_block_guest_error(XenBlockLogLimiter *limiter, const char *dev,
+                           const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    xen_block_log_limited(limiter, true, dev, fmt, ap);
+    va_end(ap);
+}
+
+void xen_block_host_error(XenBlockLogLimiter *limiter, const char *dev,
+                          const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    xen_block_log_limited(limiter, false, dev, fmt, ap);
+    va_end(ap);
 }
 
 static const char *xen_block_queue_name(XenBlockQueue *q)
@@ -857,14 +881,7 @@ static void xen_block_queue_evtchn_poll_ready(EventNotifier *n)
 static bool xen_block_queue_bind(XenBlockQueue *q, unsigned int port,
                                  Error **errp)
 {
-    int local;
-
-    q->xeh = qemu_xen_evtchn_open();
-    if (!q->xeh) {
-        error_setg_errno(errp, errno, "cannot open the event channel device");
-        return false;
-    }
-    local = qemu_xen_evtchn_bind_interdomain(q->xeh,
+    int local = qemu_xen_evtchn_bind_interdomain(q->xeh,
                                              q->dp->xendev->frontend_id,
                                              port);
     if (local < 0) {
@@ -1051,7 +1068,7 @@ static void xen_block_queue_free(XenBlockQueue *q)
 
 static bool xen_block_queue_start(XenBlockQueue *q,
                                   const XenBlockQueueConfig *cfg,
-                                  Error **errp)
+                                  bool *guest_fault, Error **errp)
 {
     XenBlockDataPlane *dp = q->dp;
     XenDevice *xendev = dp->xendev;
@@ -1062,13 +1079,26 @@ static bool xen_block_queue_start(XenBlockQueue *q,
     q->nr_ring_ref = cfg->nr_ring_ref;
     memcpy(q->ring_ref, cfg->ring_ref, sizeof(uint32_t) * cfg->nr_ring_ref);
 
+    /*
+     * The event channel handle is the host's (a failure is logged as the
+     * host's, not the guest's): open it before using what the frontend
+     * gave, so that running out of file descriptors is not taken for a
+     * bad ring by an implementation that needs one to map it.
+     */
+    q->xeh = qemu_xen_evtchn_open();
+    if (!q->xeh) {
+        error_setg_errno(errp, errno, "cannot open the event channel device");
+        return false;
+    }
     q->sring = xen_device_map_grant_refs(xendev, q->ring_ref, q->nr_ring_ref,
                                          PROT_READ | PROT_WRITE, errp);
     if (!q->sring) {
+        *guest_fault = true;
         return false;
     }
     if (!xen_blkif_back_ring_init(&q->ring, q->sring, q->nr_ring_ref,
                                   dp->config.abi)) {
+        *guest_fault = true;
         error_setg(errp, "no ring of %u pages", q->nr_ring_ref);
         return false;
     }
@@ -1084,6 +1114,7 @@ static bool xen_block_queue_start(XenBlockQueue *q,
      * one there while its IOThread tears it down.
      */
     if (!xen_block_queue_bind(q, cfg->event_channel, errp)) {
+        *guest_fault = true;
         return false;
     }
     trace_xen_block_queue_start(q, q->index, q->nr_ring_ref, q->ring.size,
@@ -1243,7 +1274,7 @@ bool xen_block_dataplane_start(XenBlockDataPlane *dp,
                                const XenBlockDataPlaneConfig *config,
                                const XenBlockQueueConfig *queues,
                                unsigned int nr_queues,
-                               Error **errp)
+                               bool *guest_fault, Error **errp)
 {
     ERRP_GUARD();
     XenDevice *xendev = dp->xendev;
@@ -1293,7 +1324,8 @@ bool xen_block_dataplane_start(XenBlockDataPlane *dp,
         dp->queues[i].dp = dp;
         dp->queues[i].index = i;
         dp->queues[i].stats = &dp->stats[i];
-        if (!xen_block_queue_start(&dp->queues[i], &queues[i], errp)) {
+        if (!xen_block_queue_start(&dp->queues[i], &queues[i], guest_fault,
+                                   errp)) {
             xen_block_dataplane_stop(dp);
             return false;
         }

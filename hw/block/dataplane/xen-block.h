@@ -76,12 +76,16 @@ void xen_block_dataplane_set_ring_error_cb(XenBlockDataPlane *dataplane,
                                            XenBlockRingErrorFunc *cb,
                                            void *opaque);
 
-/* Map the rings, bind the event channels and start serving. */
+/*
+ * Map the rings, bind the event channels and start serving.  On failure,
+ * *@guest_fault says whether the frontend is to blame (a ring or event
+ * channel it gave that cannot be used) rather than the host.
+ */
 bool xen_block_dataplane_start(XenBlockDataPlane *dataplane,
                                const XenBlockDataPlaneConfig *config,
                                const XenBlockQueueConfig *queues,
                                unsigned int nr_queues,
-                               Error **errp);
+                               bool *guest_fault, Error **errp);
 
 /* Quiesce: wait for in-flight I/O, unbind, unmap.  Idempotent. */
 void xen_block_dataplane_stop(XenBlockDataPlane *dataplane);
@@ -113,7 +117,11 @@ typedef struct XenBlockLogLimiter {
     unsigned int suppressed;
 } XenBlockLogLimiter;
 
+/* Rate-limited logging: a guest's mistakes (-d guest_errors) ... */
 void xen_block_guest_error(XenBlockLogLimiter *limiter, const char *dev,
                            const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+/* ... and failures of the host's that a guest can make us retry. */
+void xen_block_host_error(XenBlockLogLimiter *limiter, const char *dev,
+                          const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
 #endif /* HW_BLOCK_DATAPLANE_XEN_BLOCK_H */
