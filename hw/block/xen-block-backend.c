@@ -23,6 +23,7 @@
 #include "qobject/qdict.h"
 #include "qapi/qobject-input-visitor.h"
 #include "qapi/visitor.h"
+#include "qemu/error-report.h"
 #include "qemu/rcu.h"
 #include "hw/qdev-core.h"
 #include "hw/xen/xen-backend.h"
@@ -185,14 +186,32 @@ static bool qdisk_iothread_add(const char *id, Error **errp)
 
 static void qdisk_objects_free(XenBlockBackendObjects *objs)
 {
+    bool node_gone = true;
+
     if (!objs) {
         return;
     }
-    if (objs->iothread_id) {
-        qmp_object_del(objs->iothread_id, &error_warn);
-    }
     if (objs->node_name) {
-        qmp_blockdev_del(objs->node_name, &error_warn);
+        Error *local_err = NULL;
+
+        qmp_blockdev_del(objs->node_name, &local_err);
+        if (local_err) {
+            node_gone = false;
+            warn_report_err(local_err);
+        }
+    }
+    /*
+     * A node that someone else still uses (an export, a block job) may
+     * live in the IOThread's AioContext: then the IOThread stays, and
+     * whoever removes the node can remove it too.
+     */
+    if (objs->iothread_id) {
+        if (node_gone) {
+            qmp_object_del(objs->iothread_id, &error_warn);
+        } else {
+            warn_report("keeping IOThread '%s' for block node '%s'",
+                        objs->iothread_id, objs->node_name);
+        }
     }
     g_free(objs->iothread_id);
     g_free(objs->node_name);

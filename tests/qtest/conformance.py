@@ -803,6 +803,94 @@ def t_xl_detach(c):
                     'device removed')
 
 
+@test('xl-detach-export-pinned')
+def t_xl_detach_export_pinned(c):
+    """xl detaches a disk whose node an NBD export holds in the disk's
+    IOThread: the node cannot be deleted, so its IOThread stays (its
+    AioContext is the node's); QEMU and the export go on, and both can
+    be removed afterwards."""
+    img = c.image()
+    c.start()
+    c.attach_xl(img)
+    be = '/local/domain/0/backend/qdisk/1/51712/state'
+    proc = background_front(c, '--rw', 'randrw', '--bs', '4k', '--iodepth',
+                            8, '--size', 4 * MiB, '--runtime', 2)
+    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    names = [n.get('node-name') for n in
+             c.qemu.qmp.cmd('query-named-block-nodes')]
+    if 'xen-qdisk-51712' not in names:
+        proc.kill()
+        proc.wait()
+        raise Skip('the qdisk backend names its nodes otherwise: %s' % names)
+    c.qemu.qmp.cmd('nbd-server-start', addr={
+        'type': 'unix', 'data': {'path': os.path.join(c.tmp, 'nbd.sock')}})
+    c.qemu.qmp.cmd('block-export-add', type='nbd', id='e0',
+                   **{'node-name': 'xen-qdisk-51712',
+                      'iothread': 'xen-qdisk-iothread-51712',
+                      'fixed-iothread': True})
+    out, _ = proc.communicate(timeout=60)
+    io_clean(parse_json(out), 'I/O while the export was added')
+    c.tool('detach', '--domid', 1, '--vdev', 'xvda')
+    xensim.wait_for(lambda: not c.qemu.alive() or
+                    all('xen-qdisk' not in (b.get('qdev') or '') for b in
+                        c.qemu.qmp.cmd('query-block')), 20,
+                    'device removed')
+    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+    # the export still works in its IOThread, and goes away cleanly
+    c.qemu.qmp.cmd('query-block-exports')
+    c.qemu.qmp.cmd('block-export-del', id='e0')
+    xensim.wait_for(lambda: not c.qemu.qmp.cmd('query-block-exports'), 20,
+                    'export removed')
+    c.qemu.qmp.cmd('blockdev-del', **{'node-name': 'xen-qdisk-51712'})
+    try:
+        c.qemu.qmp.cmd('object-del', id='xen-qdisk-iothread-51712')
+    except xensim.QMPError:
+        pass    # upstream, and ours before, deleted it with the device
+    c.qemu.qmp.cmd('query-status')
+    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+
+
+@test('xl-detach-job-running')
+def t_xl_detach_job_running(c):
+    """xl detaches a disk while a block job (a slow backup) runs on its
+    node in the disk's IOThread: the node cannot be deleted, so its
+    IOThread stays; QEMU goes on, and the job can still be cancelled."""
+    img = c.image()
+    c.start()
+    c.attach_xl(img)
+    be = '/local/domain/0/backend/qdisk/1/51712/state'
+    proc = background_front(c, '--rw', 'randrw', '--bs', '4k', '--iodepth',
+                            8, '--size', 4 * MiB, '--runtime', 2)
+    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    names = [n.get('node-name') for n in
+             c.qemu.qmp.cmd('query-named-block-nodes')]
+    if 'xen-qdisk-51712' not in names:
+        proc.kill()
+        proc.wait()
+        raise Skip('the qdisk backend names its nodes otherwise: %s' % names)
+    c.qemu.qmp.cmd('blockdev-add', driver='null-co', size=64 * MiB,
+                   **{'node-name': 'target'})
+    c.qemu.qmp.cmd('blockdev-backup', device='xen-qdisk-51712',
+                   target='target', sync='full', speed=65536,
+                   **{'job-id': 'j0'})
+    out, _ = proc.communicate(timeout=60)
+    io_clean(parse_json(out), 'I/O while the backup ran')
+    c.tool('detach', '--domid', 1, '--vdev', 'xvda')
+    xensim.wait_for(lambda: not c.qemu.alive() or
+                    all('xen-qdisk' not in (b.get('qdev') or '') for b in
+                        c.qemu.qmp.cmd('query-block')), 20,
+                    'device removed')
+    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+    c.qemu.qmp.cmd('block-job-cancel', device='j0', force=True)
+    xensim.wait_for(lambda: not c.qemu.alive() or
+                    not c.qemu.qmp.cmd('query-block-jobs'), 20,
+                    'job cancelled')
+    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+    c.qemu.qmp.cmd('blockdev-del', **{'node-name': 'xen-qdisk-51712'})
+    c.qemu.qmp.cmd('query-status')
+    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+
+
 # ---- Beyond upstream: indirect, multi-queue, persistent grants ----
 
 BE = '/local/domain/0/backend/qdisk/1/51712'
