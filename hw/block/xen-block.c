@@ -398,9 +398,9 @@ static IOThread *xen_block_queue_iothread(XenBlockDevice *blockdev,
 
 /*
  * Connect to the frontend.  Every value it wrote is checked before any
- * resource is taken; a bad one refuses the connection.
+ * resource is taken; a bad one refuses the connection.  On failure,
+ * *@guest_fault says whether the frontend is to blame.
  */
-/* On failure, *@guest_fault says whether the frontend is to blame. */
 static bool xen_block_connect(XenBlockDevice *blockdev, bool *guest_fault,
                               Error **errp)
 {
@@ -557,6 +557,7 @@ static bool xen_block_map_iothreads(XenBlockDevice *blockdev, Error **errp)
     }
     for (IOThreadVirtQueueMappingList *e = list; e; e = e->next, nentries++) {
         IOThread *iothread = iothread_by_id(e->value->iothread);
+        uint16List *vq;
 
         if (!iothread) {
             error_setg(errp, "no IOThread '%s'", e->value->iothread);
@@ -567,7 +568,7 @@ static bool xen_block_map_iothreads(XenBlockDevice *blockdev, Error **errp)
                        "IOThread, or of none");
             return false;
         }
-        for (uint16List *vq = e->value->vqs; vq; vq = vq->next) {
+        for (vq = e->value->vqs; vq; vq = vq->next) {
             if (vq->value >= nmax || map[vq->value]) {
                 error_setg(errp, "iothread-vq-mapping: queue %u is out of "
                            "range (multi-queue-max-queues %u) or listed "
@@ -702,7 +703,7 @@ static void xen_block_get_statistics(Object *obj, Visitor *v,
     for (unsigned int i = 0; i < n; i++) {
         XenBlockQueueStats st;
         uint32_t queue;
-        char *where;
+        g_autofree char *where = NULL;
         bool ok;
         const struct {
             const char *name;
@@ -720,8 +721,8 @@ static void xen_block_get_statistics(Object *obj, Visitor *v,
         if (!xen_block_dataplane_get_stats(blockdev->dataplane, i, &st)) {
             break;
         }
-        where = (char *)xen_block_dataplane_queue_where(blockdev->dataplane,
-                                                        i);
+        where = g_strdup(xen_block_dataplane_queue_where(
+                             blockdev->dataplane, i));
         values[0] = st.requests;
         values[1] = st.segments;
         values[2] = st.invalid;

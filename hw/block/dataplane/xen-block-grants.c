@@ -292,11 +292,6 @@ void xen_block_grants_release(XenBlockGrants *g, XenBlockSegBuf *bufs,
     }
 }
 
-unsigned int xen_block_grants_free_pages(XenBlockGrants *g)
-{
-    return g->nr_free;
-}
-
 bool xen_block_grants_copy(XenBlockGrants *g, const XenBlkifSegment *segs,
                            const XenBlockSegBuf *bufs, unsigned int n,
                            bool to_guest, XenDeviceGrantCopySegment *scratch,

@@ -57,9 +57,6 @@ bool xen_block_grants_acquire(XenBlockGrants *grants,
 void xen_block_grants_release(XenBlockGrants *grants, XenBlockSegBuf *bufs,
                               unsigned int n);
 
-/* Pages the pool could still give right now. */
-unsigned int xen_block_grants_free_pages(XenBlockGrants *grants);
-
 /*
  * Copy the data of the segments that live in pool pages, to the guest or
  * from it, in one batch.  @scratch has room for @n copy segments.

@@ -21,7 +21,10 @@
  *   respond  the response on the ring, published in batches
  *   put      back on the free list
  *
- * Nothing on this path allocates or takes a global lock.
+ * Nothing on this path allocates, once persistent grants are mapped and
+ * the thread's coroutine pool is warm, or takes a lock of ours; the block
+ * layer's own (request tracking, the accounting's statistics) are per
+ * disk, shared by its queues.
  *
  * This work is licensed under the terms of the GNU GPL, version 2 or later.
  * See the COPYING file in the top-level directory.
@@ -61,9 +64,11 @@
  * instead of the two taking turns on a whole ring's worth; and it is
  * notified at most once per batch.  Not in completion batches: those end
  * soon anyway, and the extra notifications cost the frontend CPU that
- * slow storage shares with it (2 queues on tmpfs: p99 +7%).  4 KiB reads at iodepth 32 on null-co went from 0.75M
- * to 1.28M IOPS with 16 (8: 1.24M; 1, a push per response: 1.12M and a
- * notification for most; docs/bench.rst).
+ * slow storage shares with it (2 queues on tmpfs: p99 +7%).  4 KiB reads
+ * at iodepth 32 on null-co went from 0.75M to 1.28M IOPS with 16 (8:
+ * 1.24M; 1, a push per response: 1.12M and a notification for most;
+ * docs/bench.rst).  Publishing once half of what is in flight is done
+ * (for two queues, whose rings hold 16 each) was slower too.
  */
 #define XEN_BLOCK_PUBLISH_BATCH     16
 
@@ -1474,8 +1479,10 @@ bool xen_block_dataplane_get_stats(XenBlockDataPlane *dp, unsigned int queue,
     if (!dp || queue >= dp->nr_stats) {
         return false;
     }
-    /* Main loop, while the queue may count in its thread: each field is
-     * read whole, which is all a counter needs. */
+    /*
+     * Main loop, while the queue may count in its thread: each field is
+     * read whole, which is all a counter needs.
+     */
     *stats = dp->stats[queue];
     return true;
 }
