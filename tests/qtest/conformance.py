@@ -12,6 +12,7 @@ tests/expected-failures (the runner counts it as skipped).
 """
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -796,19 +797,16 @@ def t_xl_detach(c):
     c.start()
     c.attach_xl(img)
     io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--size', MiB), 'io')
-    c.tool('detach', '--domid', 1, '--vdev', 'xvda')
-    xensim.wait_for(lambda: not c.qemu.qmp.cmd('query-block') or
-                    all('xen-qdisk' not in (b.get('qdev') or '') for b in
-                        c.qemu.qmp.cmd('query-block')), 20,
-                    'device removed')
+    xl_detach_survived(c)
 
 
-@test('xl-detach-export-pinned')
-def t_xl_detach_export_pinned(c):
-    """xl detaches a disk whose node an NBD export holds in the disk's
-    IOThread: the node cannot be deleted, so its IOThread stays (its
-    AioContext is the node's); QEMU and the export go on, and both can
-    be removed afterwards."""
+QDISK_NODE = 'xen-qdisk-51712'
+
+
+def xl_disk_under_load(c):
+    """An xl disk (xvda) with a 2 s load running: the load's process, once
+    the backend is Connected.  Skip if the qdisk backend names its block
+    node otherwise (upstream's)."""
     img = c.image()
     c.start()
     c.attach_xl(img)
@@ -818,30 +816,45 @@ def t_xl_detach_export_pinned(c):
     wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
     names = [n.get('node-name') for n in
              c.qemu.qmp.cmd('query-named-block-nodes')]
-    if 'xen-qdisk-51712' not in names:
+    if QDISK_NODE not in names:
         proc.kill()
         proc.wait()
         raise Skip('the qdisk backend names its nodes otherwise: %s' % names)
-    c.qemu.qmp.cmd('nbd-server-start', addr={
-        'type': 'unix', 'data': {'path': os.path.join(c.tmp, 'nbd.sock')}})
-    c.qemu.qmp.cmd('block-export-add', type='nbd', id='e0',
-                   **{'node-name': 'xen-qdisk-51712',
-                      'iothread': 'xen-qdisk-iothread-51712',
-                      'fixed-iothread': True})
-    out, _ = proc.communicate(timeout=60)
-    io_clean(parse_json(out), 'I/O while the export was added')
+    return proc
+
+
+def xl_detach_survived(c):
+    """xl detaches xvda: the device goes, and QEMU lives."""
     c.tool('detach', '--domid', 1, '--vdev', 'xvda')
     xensim.wait_for(lambda: not c.qemu.alive() or
                     all('xen-qdisk' not in (b.get('qdev') or '') for b in
                         c.qemu.qmp.cmd('query-block')), 20,
                     'device removed')
     check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+
+
+@test('xl-detach-export-pinned')
+def t_xl_detach_export_pinned(c):
+    """xl detaches a disk whose node an NBD export holds in the disk's
+    IOThread: the node cannot be deleted, so its IOThread stays (its
+    AioContext is the node's); QEMU and the export go on, and both can
+    be removed afterwards."""
+    proc = xl_disk_under_load(c)
+    c.qemu.qmp.cmd('nbd-server-start', addr={
+        'type': 'unix', 'data': {'path': os.path.join(c.tmp, 'nbd.sock')}})
+    c.qemu.qmp.cmd('block-export-add', type='nbd', id='e0',
+                   **{'node-name': QDISK_NODE,
+                      'iothread': 'xen-qdisk-iothread-51712',
+                      'fixed-iothread': True})
+    out, _ = proc.communicate(timeout=60)
+    io_clean(parse_json(out), 'I/O while the export was added')
+    xl_detach_survived(c)
     # the export still works in its IOThread, and goes away cleanly
     c.qemu.qmp.cmd('query-block-exports')
     c.qemu.qmp.cmd('block-export-del', id='e0')
     xensim.wait_for(lambda: not c.qemu.qmp.cmd('query-block-exports'), 20,
                     'export removed')
-    c.qemu.qmp.cmd('blockdev-del', **{'node-name': 'xen-qdisk-51712'})
+    c.qemu.qmp.cmd('blockdev-del', **{'node-name': QDISK_NODE})
     try:
         c.qemu.qmp.cmd('object-del', id='xen-qdisk-iothread-51712')
     except xensim.QMPError:
@@ -855,38 +868,20 @@ def t_xl_detach_job_running(c):
     """xl detaches a disk while a block job (a slow backup) runs on its
     node in the disk's IOThread: the node cannot be deleted, so its
     IOThread stays; QEMU goes on, and the job can still be cancelled."""
-    img = c.image()
-    c.start()
-    c.attach_xl(img)
-    be = '/local/domain/0/backend/qdisk/1/51712/state'
-    proc = background_front(c, '--rw', 'randrw', '--bs', '4k', '--iodepth',
-                            8, '--size', 4 * MiB, '--runtime', 2)
-    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
-    names = [n.get('node-name') for n in
-             c.qemu.qmp.cmd('query-named-block-nodes')]
-    if 'xen-qdisk-51712' not in names:
-        proc.kill()
-        proc.wait()
-        raise Skip('the qdisk backend names its nodes otherwise: %s' % names)
+    proc = xl_disk_under_load(c)
     c.qemu.qmp.cmd('blockdev-add', driver='null-co', size=64 * MiB,
                    **{'node-name': 'target'})
-    c.qemu.qmp.cmd('blockdev-backup', device='xen-qdisk-51712',
-                   target='target', sync='full', speed=65536,
-                   **{'job-id': 'j0'})
+    c.qemu.qmp.cmd('blockdev-backup', device=QDISK_NODE, target='target',
+                   sync='full', speed=65536, **{'job-id': 'j0'})
     out, _ = proc.communicate(timeout=60)
     io_clean(parse_json(out), 'I/O while the backup ran')
-    c.tool('detach', '--domid', 1, '--vdev', 'xvda')
-    xensim.wait_for(lambda: not c.qemu.alive() or
-                    all('xen-qdisk' not in (b.get('qdev') or '') for b in
-                        c.qemu.qmp.cmd('query-block')), 20,
-                    'device removed')
-    check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
+    xl_detach_survived(c)
     c.qemu.qmp.cmd('block-job-cancel', device='j0', force=True)
     xensim.wait_for(lambda: not c.qemu.alive() or
                     not c.qemu.qmp.cmd('query-block-jobs'), 20,
                     'job cancelled')
     check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
-    c.qemu.qmp.cmd('blockdev-del', **{'node-name': 'xen-qdisk-51712'})
+    c.qemu.qmp.cmd('blockdev-del', **{'node-name': QDISK_NODE})
     c.qemu.qmp.cmd('query-status')
     check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
 
@@ -1648,9 +1643,11 @@ def t_fault_stop_retry_fails_again(c):
     check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
 
 
-@test('fault-enospc-stop-cont')
-def t_fault_enospc(c):
-    """A full disk with werror=stop: parked, then space, cont, all there."""
+@contextlib.contextmanager
+def full_disk_image(c):
+    """A 64 MiB sparse image on a 4 MiB tmpfs (writes beyond that get
+    ENOSPC): yields the image and a function that makes room (128 MiB).
+    Unmounted lazily at the end: QEMU, stopped later, may hold it open."""
     small = os.path.join(c.tmp, 'small')
     os.mkdir(small)
     subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small],
@@ -1659,6 +1656,16 @@ def t_fault_enospc(c):
         img = os.path.join(small, 'disk.img')
         with open(img, 'wb') as f:
             f.truncate(64 * MiB)
+        yield img, lambda: subprocess.run(
+            ['mount', '-o', 'remount,size=128m', small], check=True)
+    finally:
+        subprocess.run(['umount', '-l', small])
+
+
+@test('fault-enospc-stop-cont')
+def t_fault_enospc(c):
+    """A full disk with werror=stop: parked, then space, cont, all there."""
+    with full_disk_image(c) as (img, make_room):
         c.start()
         c.qemu.qmp.cmd('blockdev-add', driver='raw', **{'node-name': 'd0'},
                        file={'driver': 'file', 'filename': img})
@@ -1674,8 +1681,7 @@ def t_fault_enospc(c):
         failed = sum(d['stats']['failed_wr_operations']
                      for d in c.qemu.qmp.cmd('query-blockstats'))
         check(failed > 0, 'stopped, but no failed write counted')
-        subprocess.run(['mount', '-o', 'remount,size=128m', small],
-                       check=True)
+        make_room()
         # it may stop again on writes that were in flight: cont each time
         rep = None
         c.qemu.qmp.cmd('cont')
@@ -1695,9 +1701,6 @@ def t_fault_enospc(c):
         c.front('--op', 'verify-region', '--offset', 0, '--length', size,
                 '--bs', '64k', '--map', mapf)
         still_serves(c, mapf)
-    finally:
-        # lazily: QEMU, stopped later, may still hold the image open
-        subprocess.run(['umount', '-l', small])
 
 
 @test('qdisk-enospc-reports')
@@ -1705,14 +1708,7 @@ def t_qdisk_enospc_reports(c):
     """An xl disk on a full file system: the writes that do not fit get
     BLKIF_RSP_ERROR, as from blkback; the VM must not stop on ENOSPC (the
     block layer's default), since no toolstack would resume it."""
-    small = os.path.join(c.tmp, 'small')
-    os.mkdir(small)
-    subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', small],
-                   check=True)
-    try:
-        img = os.path.join(small, 'disk.img')
-        with open(img, 'wb') as f:
-            f.truncate(64 * MiB)
+    with full_disk_image(c) as (img, make_room):
         c.start()
         c.attach_xl(img)
         # three times what the file system holds
@@ -1725,12 +1721,9 @@ def t_qdisk_enospc_reports(c):
               'not every write was answered: %s' % summary(rep))
         check(st.get('error', 0) > 0 and st.get('okay', 0) > 0,
               'expected OKAY for what fits and ERROR for the rest: %s' % st)
-        subprocess.run(['mount', '-o', 'remount,size=128m', small],
-                       check=True)
+        make_room()
         io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 8,
                          '--size', 4 * MiB), 'after space was made')
-    finally:
-        subprocess.run(['umount', '-l', small])
 
 
 def main():
