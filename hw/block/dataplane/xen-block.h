@@ -107,20 +107,20 @@ const char *xen_block_dataplane_queue_where(XenBlockDataPlane *dataplane,
                                            unsigned int queue);
 
 /*
- * Log a guest mistake with LOG_GUEST_ERROR: the first one, then at most
- * about one line a second for @limiter's owner (the rest are counted and
- * the count reported with the next line).
+ * Rate-limited logging: the first line, then at most about one a second
+ * for @limiter's owner (the rest are counted and the count reported with
+ * the next line).  32-bit fields: atomics of pointer size at most, for
+ * 32-bit hosts too.
  */
-/* 32-bit fields: atomics of pointer size at most, for 32-bit hosts too. */
 typedef struct XenBlockLogLimiter {
     uint32_t last_ms;           /* realtime ms modulo 2^32; 0: never */
     unsigned int suppressed;
 } XenBlockLogLimiter;
 
-/* Rate-limited logging: a guest's mistakes (-d guest_errors) ... */
+/* A guest's mistake, with LOG_GUEST_ERROR (-d guest_errors) ... */
 void xen_block_guest_error(XenBlockLogLimiter *limiter, const char *dev,
                            const char *fmt, ...) G_GNUC_PRINTF(3, 4);
-/* ... and failures of the host's that a guest can make us retry. */
+/* ... and a failure of the host's that a guest can make us retry. */
 void xen_block_host_error(XenBlockLogLimiter *limiter, const char *dev,
                           const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
