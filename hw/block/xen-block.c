@@ -87,43 +87,55 @@ static bool xen_block_vdev_in_use(XenBlockDevice *blockdev, uint32_t number)
 }
 
 /*
- * The disk numbers the frontend domain already has directories for: disks
- * another backend serves (blkback, another QEMU) or a toolstack set up.
+ * The disks already taken, as disk indexes (hda, sda, xvda and their
+ * partitions are all disk 0: a Linux frontend puts them on the same xvd
+ * minors): ours, and those the frontend domain has directories for (disks
+ * another backend serves, such as blkback, or a toolstack set up).
  */
-static GHashTable *xen_block_frontend_vbds(XenBlockDevice *blockdev,
-                                           Error **errp)
+static GHashTable *xen_block_disks_taken(XenBlockDevice *blockdev,
+                                         Error **errp)
 {
     XenDevice *xendev = XEN_DEVICE(blockdev);
     XenBus *xenbus = XEN_BUS(qdev_get_parent_bus(DEVICE(blockdev)));
     g_autofree char *path = g_strdup_printf("/local/domain/%u/device/vbd",
                                             xendev->frontend_id);
-    GHashTable *numbers = g_hash_table_new(NULL, NULL);
+    g_autoptr(GHashTable) disks = g_hash_table_new(NULL, NULL);
     unsigned int n = 0;
     char **names = qemu_xen_xs_directory(xenbus->xsh, XBT_NULL, path, &n);
+    BusChild *kid;
 
     if (!names && errno != ENOENT) {
         error_setg_errno(errp, errno, "cannot list %s", path);
-        g_hash_table_unref(numbers);
         return NULL;
     }
     for (unsigned int i = 0; i < n; i++) {
         uint32_t number;
+        XenVbd vbd;
 
-        if (xen_vbd_parse_uint(names[i], UINT32_MAX, &number)) {
-            g_hash_table_add(numbers, GUINT_TO_POINTER(number));
+        if (xen_vbd_parse_uint(names[i], UINT32_MAX, &number) &&
+            xen_vbd_decode(number, &vbd)) {
+            g_hash_table_add(disks, GUINT_TO_POINTER(vbd.disk));
         }
     }
     free(names);    /* one allocation, from the xenstore library */
-    return numbers;
+
+    QTAILQ_FOREACH(kid, &BUS(xenbus)->children, sibling) {
+        Object *other = OBJECT(kid->child);
+
+        if (other != OBJECT(blockdev) &&
+            object_dynamic_cast(other, TYPE_XEN_BLOCK_DEVICE) &&
+            XEN_BLOCK_DEVICE(other)->vdev.scheme != XEN_VBD_SCHEME_NONE) {
+            g_hash_table_add(disks, GUINT_TO_POINTER(
+                                 XEN_BLOCK_DEVICE(other)->vdev.disk));
+        }
+    }
+    return g_steal_pointer(&disks);
 }
 
-/*
- * For -drive if=xen, or xen-disk, without a vdev: the first xvd disk that
- * neither a device of ours nor a directory of the frontend's uses.
- */
+/* For -drive if=xen, or xen-disk, without a vdev: the first free xvd. */
 static bool xen_block_pick_vdev(XenBlockDevice *blockdev, Error **errp)
 {
-    g_autoptr(GHashTable) taken = xen_block_frontend_vbds(blockdev, errp);
+    g_autoptr(GHashTable) taken = xen_block_disks_taken(blockdev, errp);
 
     if (!taken) {
         return false;
@@ -131,9 +143,8 @@ static bool xen_block_pick_vdev(XenBlockDevice *blockdev, Error **errp)
     for (unsigned int disk = 0; disk <= XEN_VBD_MAX_DISK; disk++) {
         XenVbd vbd = { .scheme = XEN_VBD_SCHEME_XVD, .disk = disk };
 
-        if (xen_vbd_encode(&vbd) &&
-            !g_hash_table_contains(taken, GUINT_TO_POINTER(vbd.number)) &&
-            !xen_block_vdev_in_use(blockdev, vbd.number)) {
+        if (!g_hash_table_contains(taken, GUINT_TO_POINTER(disk)) &&
+            xen_vbd_encode(&vbd)) {
             blockdev->vdev = vbd;
             return true;
         }
@@ -469,14 +480,16 @@ static void xen_block_dev_frontend_changed(XenDevice *xendev,
              * why, rate-limited (the guest can retry in a loop): its own
              * mistakes with -d guest_errors, the host's failures (no
              * memory, no event channel device, the disk held in another
-             * IOThread) always.
+             * IOThread) always, with a limiter of their own so that the
+             * guest's mistakes cannot crowd them out.
              */
             if (guest_fault) {
                 xen_block_guest_error(&blockdev->log_limiter, xendev->name,
                                       "connection refused: %s",
                                       error_get_pretty(local_err));
             } else {
-                xen_block_host_error(&blockdev->log_limiter, xendev->name,
+                xen_block_host_error(&blockdev->host_log_limiter,
+                                     xendev->name,
                                      "cannot connect: %s",
                                      error_get_pretty(local_err));
             }

@@ -213,22 +213,27 @@ def t_attach_drive(c):
 
 @test('auto-vdev-skips-frontend-disks')
 def t_auto_vdev_skips_frontend_disks(c):
-    """A disk the domain already has (here a frontend directory for xvda,
-    as another backend would have made it) keeps its number: xen-disk
-    without a vdev takes the next one, and serves it."""
+    """Disks the domain already has (frontend directories, as another
+    backend would have made them: hda, which a Linux guest sees as xvda,
+    and xvdb1) keep their disks: xen-disk without a vdev takes xvdc, and
+    serves it."""
     img = c.image()
     c.start()
-    c.tool('xs', 'write', '/local/domain/1/device/vbd/51712/state', '1')
+    for number in (768, 51729):     # hda, xvdb1
+        c.tool('xs', 'write', '/local/domain/1/device/vbd/%d/state' % number,
+               '1')
     c.qemu.qmp.cmd('blockdev-add', driver='raw', **{'node-name': 'd0'},
                    file={'driver': 'file', 'filename': img})
     c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-auto',
                    drive='d0')
-    check(c.xs_read('/local/domain/0/backend/qdisk/1/51712/frontend') is
-          None, 'took xvda, whose frontend directory was there')
-    check(c.xs_read('/local/domain/0/backend/qdisk/1/51728/frontend'),
-          'xvdb has no backend')
-    io_clean(c.front('--vdev', 'xvdb', '--rw', 'randrw', '--bs', '4k',
-                     '--size', MiB), 'the automatic xvdb')
+    for name, number in (('xvda', 51712), ('xvdb', 51728)):
+        check(c.xs_read('/local/domain/0/backend/qdisk/1/%d/frontend' %
+                        number) is None, 'took %s, a disk the domain has'
+              % name)
+    check(c.xs_read('/local/domain/0/backend/qdisk/1/51744/frontend'),
+          'xvdc has no backend')
+    io_clean(c.front('--vdev', 'xvdc', '--rw', 'randrw', '--bs', '4k',
+                     '--size', MiB), 'the automatic xvdc')
 
 
 # ---- Negotiation ----
@@ -632,9 +637,11 @@ def t_connect_host_failure_logged(c):
     c.start(guest_errors=False)
     c.attach_qmp(img, vdev='xvda')
     pid = str(c.qemu.proc.pid)
-    nfds = len(os.listdir('/proc/%s/fd' % pid))
-    subprocess.run(['prlimit', '--pid', pid, '--nofile=%d:4096' % nfds],
-                   check=True)
+    # below the lowest free descriptor: QEMU cannot open any more
+    used = {int(fd) for fd in os.listdir('/proc/%s/fd' % pid)}
+    lowest_free = min(set(range(len(used) + 1)) - used)
+    subprocess.run(['prlimit', '--pid', pid,
+                    '--nofile=%d:4096' % lowest_free], check=True)
     try:
         rep = c.front('--op', 'info', '--deadline', 5, ok=False)
         check(not rep.get('ok'), 'connected with no file descriptor left')
@@ -823,6 +830,11 @@ def xl_disk_under_load(c):
     return proc
 
 
+def iothread_exists(c, name):
+    return any(o['name'] == name for o in
+               c.qemu.qmp.cmd('qom-list', path='/objects'))
+
+
 def xl_detach_survived(c):
     """xl detaches xvda: the device goes, and QEMU lives."""
     c.tool('detach', '--domid', 1, '--vdev', 'xvda')
@@ -849,16 +861,15 @@ def t_xl_detach_export_pinned(c):
     out, _ = proc.communicate(timeout=60)
     io_clean(parse_json(out), 'I/O while the export was added')
     xl_detach_survived(c)
+    check(iothread_exists(c, 'xen-qdisk-iothread-51712'), 'the IOThread '
+          'went, while the export holds the node in its AioContext')
     # the export still works in its IOThread, and goes away cleanly
     c.qemu.qmp.cmd('query-block-exports')
     c.qemu.qmp.cmd('block-export-del', id='e0')
     xensim.wait_for(lambda: not c.qemu.qmp.cmd('query-block-exports'), 20,
                     'export removed')
     c.qemu.qmp.cmd('blockdev-del', **{'node-name': QDISK_NODE})
-    try:
-        c.qemu.qmp.cmd('object-del', id='xen-qdisk-iothread-51712')
-    except xensim.QMPError:
-        pass    # upstream, and ours before, deleted it with the device
+    c.qemu.qmp.cmd('object-del', id='xen-qdisk-iothread-51712')
     c.qemu.qmp.cmd('query-status')
     check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
 
@@ -876,6 +887,8 @@ def t_xl_detach_job_running(c):
     out, _ = proc.communicate(timeout=60)
     io_clean(parse_json(out), 'I/O while the backup ran')
     xl_detach_survived(c)
+    check(iothread_exists(c, 'xen-qdisk-iothread-51712'), 'the IOThread '
+          'went, while the job holds the node in its AioContext')
     c.qemu.qmp.cmd('block-job-cancel', device='j0', force=True)
     xensim.wait_for(lambda: not c.qemu.alive() or
                     not c.qemu.qmp.cmd('query-block-jobs'), 20,
@@ -968,6 +981,8 @@ def t_bad_protocol_log_escaped(c):
     io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--size', MiB),
              'a good connection after the bad protocol')
     log = c.qemu.log_text()
+    check("unknown protocol 'x\\nFORGED" in log, 'the refusal is not in '
+          'the log, escaped')
     check('\x1b' not in log, 'an escape character reached the log')
     check(not any(line.startswith('FORGED') for line in log.splitlines()),
           'the guest forged a log line')
@@ -1033,7 +1048,8 @@ def blockstats(c):
 def t_blockstats_accounting(c):
     """query-blockstats counts each stage as what it is: a flush with data
     is a flush and a write of its data, a barrier two flushes and a write,
-    a discard its bytes, a write from a revoked grant an invalid write."""
+    a discard its bytes, a write from a revoked grant an invalid write, an
+    unknown operation nothing."""
     img = c.image()
     c.start()
     c.qemu.qmp.cmd('blockdev-add', driver='raw', discard='unmap',
@@ -1064,6 +1080,10 @@ def t_blockstats_accounting(c):
          {'unmap_operations': 1, 'unmap_bytes': MiB})
     step('op=1,nr_segments=1,sector=0,seg0=revoked:0:7,expect=error',
          {'wr_operations': 0, 'wr_bytes': 0, 'invalid_wr_operations': 1})
+    # an operation the protocol does not have is no kind of I/O
+    step('op=33,nr_segments=0,expect=eopnotsupp',
+         {'invalid_rd_operations': 0, 'invalid_wr_operations': 0,
+          'invalid_flush_operations': 0, 'invalid_unmap_operations': 0})
 
 
 @test('invalid-request-flood')

@@ -324,6 +324,21 @@ static bool xen_block_request_writing_data(XenBlockRequest *r)
     }
 }
 
+/* An operation of the protocol's (an unknown one has no accounting type). */
+static bool xen_block_request_op_known(XenBlockRequest *r)
+{
+    switch (r->req.op) {
+    case BLKIF_OP_READ:
+    case BLKIF_OP_WRITE:
+    case BLKIF_OP_WRITE_BARRIER:
+    case BLKIF_OP_FLUSH_DISKCACHE:
+    case BLKIF_OP_DISCARD:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* What the current stage of @r is, for the accounting. */
 static enum BlockAcctType xen_block_request_acct_type(XenBlockRequest *r)
 {
@@ -613,8 +628,10 @@ static void xen_block_request_reject(XenBlockRequest *r,
     trace_xen_block_request_invalid(r, r->req.id, r->req.operation,
                                     xen_blkif_verdict_name(verdict));
     xen_block_queue_guest_error(q, r, xen_blkif_verdict_name(verdict));
-    block_acct_invalid(blk_get_stats(q->dp->blk),
-                       xen_block_request_acct_type(r));
+    if (xen_block_request_op_known(r)) {
+        block_acct_invalid(blk_get_stats(q->dp->blk),
+                           xen_block_request_acct_type(r));
+    }
     xen_block_request_respond(r);
 }
 

@@ -55,6 +55,7 @@ struct XenBlockDevice {
 
     XenBlockDataPlane *dataplane;
     XenBlockLogLimiter log_limiter;     /* negotiation mistakes */
+    XenBlockLogLimiter host_log_limiter; /* connections the host failed */
     XenBlockBackendObjects *backend_objects;
 };
 
