@@ -69,17 +69,28 @@ static const PropertyInfo xen_block_prop_vdev = {
 
 /* ---- Device name and automatic vdev ---- */
 
+/* The block device on the bus at @kid, if it is one and not @self. */
+static XenBlockDevice *xen_block_other_device(BusChild *kid,
+                                              XenBlockDevice *self)
+{
+    Object *obj = OBJECT(kid->child);
+
+    if (obj == OBJECT(self) ||
+        !object_dynamic_cast(obj, TYPE_XEN_BLOCK_DEVICE)) {
+        return NULL;
+    }
+    return XEN_BLOCK_DEVICE(obj);
+}
+
 static bool xen_block_vdev_in_use(XenBlockDevice *blockdev, uint32_t number)
 {
     BusState *bus = qdev_get_parent_bus(DEVICE(blockdev));
     BusChild *kid;
 
     QTAILQ_FOREACH(kid, &bus->children, sibling) {
-        Object *other = OBJECT(kid->child);
+        XenBlockDevice *other = xen_block_other_device(kid, blockdev);
 
-        if (other != OBJECT(blockdev) &&
-            object_dynamic_cast(other, TYPE_XEN_BLOCK_DEVICE) &&
-            XEN_BLOCK_DEVICE(other)->vdev.number == number) {
+        if (other && other->vdev.number == number) {
             return true;
         }
     }
@@ -120,13 +131,10 @@ static GHashTable *xen_block_disks_taken(XenBlockDevice *blockdev,
     free(names);    /* one allocation, from the xenstore library */
 
     QTAILQ_FOREACH(kid, &BUS(xenbus)->children, sibling) {
-        Object *other = OBJECT(kid->child);
+        XenBlockDevice *other = xen_block_other_device(kid, blockdev);
 
-        if (other != OBJECT(blockdev) &&
-            object_dynamic_cast(other, TYPE_XEN_BLOCK_DEVICE) &&
-            XEN_BLOCK_DEVICE(other)->vdev.scheme != XEN_VBD_SCHEME_NONE) {
-            g_hash_table_add(disks, GUINT_TO_POINTER(
-                                 XEN_BLOCK_DEVICE(other)->vdev.disk));
+        if (other && other->vdev.scheme != XEN_VBD_SCHEME_NONE) {
+            g_hash_table_add(disks, GUINT_TO_POINTER(other->vdev.disk));
         }
     }
     return g_steal_pointer(&disks);

@@ -309,7 +309,9 @@ static bool xen_block_request_is_flush(XenBlockRequest *r)
 
 /*
  * Whether the current stage of @r writes its data: a write, or the middle
- * stage of a flush with data or a barrier (see xen_block_request_do_io()).
+ * stage of a flush with data or a barrier (flush, write, and for a
+ * barrier flush again).  xen_block_request_do_io() and the accounting
+ * both go by it.
  */
 static bool xen_block_request_writing_data(XenBlockRequest *r)
 {
@@ -353,18 +355,16 @@ static enum BlockAcctType xen_block_request_acct_type(XenBlockRequest *r)
     }
 }
 
-/* ... and how many bytes it moves (a flush: none, as virtio-blk's). */
-static int64_t xen_block_request_acct_bytes(XenBlockRequest *r)
+/* ... and how many sectors it moves (a flush: none, as virtio-blk's). */
+static uint64_t xen_block_request_acct_sectors(XenBlockRequest *r)
 {
-    switch (r->req.op) {
-    case BLKIF_OP_READ:
-        return (int64_t)r->nr_sectors << XEN_BLKIF_SECTOR_SHIFT;
-    case BLKIF_OP_DISCARD:
-        return (int64_t)r->req.nr_sectors << XEN_BLKIF_SECTOR_SHIFT;
-    default:
-        return xen_block_request_writing_data(r) ?
-               (int64_t)r->nr_sectors << XEN_BLKIF_SECTOR_SHIFT : 0;
+    if (r->req.op == BLKIF_OP_DISCARD) {
+        return r->req.nr_sectors;
     }
+    if (xen_block_request_is_read(r) || xen_block_request_writing_data(r)) {
+        return r->nr_sectors;
+    }
+    return 0;
 }
 
 /*
@@ -459,7 +459,7 @@ static int coroutine_fn xen_block_request_do_io(XenBlockRequest *r)
          * Flush first; the data (if any) follows once it is done, and a
          * barrier's data is flushed again once written.
          */
-        if (!r->flushed || r->written) {
+        if (!xen_block_request_writing_data(r)) {
             return blk_co_flush(blk);
         }
         /* fall through */
@@ -542,14 +542,14 @@ static void xen_block_request_start_co(XenBlockRequest *r)
 static void xen_block_request_submit(XenBlockRequest *r)
 {
     BlockBackend *blk = r->q->dp->blk;
+    uint64_t sectors = xen_block_request_acct_sectors(r);
 
     r->status = BLKIF_RSP_OKAY;
     block_acct_start(blk_get_stats(blk), &r->acct,
-                     xen_block_request_acct_bytes(r),
+                     sectors << XEN_BLKIF_SECTOR_SHIFT,
                      xen_block_request_acct_type(r));
     trace_xen_block_request_submit(r, r->req.id, r->req.op, r->req.sector,
-                                   xen_block_request_acct_bytes(r) >>
-                                   XEN_BLKIF_SECTOR_SHIFT);
+                                   sectors);
     xen_block_request_start_co(r);
 }
 
