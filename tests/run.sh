@@ -85,6 +85,10 @@ run_tap() {
                 n=$((n + 1)) notok=$((notok + 1)) ;;
         esac
     done < "$log"
+    # CI keeps only what is printed: show each failure's diagnostics
+    [ $notok -eq 0 ] || awk '/^not ok /{on = 1; n = 0; print "      | " $0; next}
+        /^(ok |1\.\.)/{on = 0}
+        on && n < 40 {print "      | " $0; n++}' "$log"
     # a crash or abort mid-run is a failure even if every line said ok
     # (a non-zero exit with "not ok" lines is those lines' verdict)
     if { [ $rc -ne 0 ] && [ $notok -eq 0 ]; } || [ $n -eq 0 ]; then

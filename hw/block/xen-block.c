@@ -774,6 +774,31 @@ static void xen_block_get_statistics(Object *obj, Visitor *v,
     visit_end_list(v, NULL);
 }
 
+/*
+ * qom-get <device> persistent-maps: {"budget": N, "mapped": M}, for the
+ * whole process (every disk's queues share the budget; past it, segments
+ * are copied).
+ */
+static void xen_block_get_persistent_maps(Object *obj, Visitor *v,
+                                          const char *name, void *opaque,
+                                          Error **errp)
+{
+    unsigned int budget, mapped;
+    uint32_t b, m;
+
+    xen_block_dataplane_get_map_budget(&budget, &mapped);
+    b = budget;
+    m = mapped;
+    if (!visit_start_struct(v, name, NULL, 0, errp)) {
+        return;
+    }
+    if (visit_type_uint32(v, "budget", &b, errp) &&
+        visit_type_uint32(v, "mapped", &m, errp)) {
+        visit_check_struct(v, errp);
+    }
+    visit_end_struct(v, NULL);
+}
+
 static const Property xen_block_props[] = {
     DEFINE_PROP("vdev", XenBlockDevice, vdev, xen_block_prop_vdev, XenVbd),
     DEFINE_BLOCK_PROPERTIES(XenBlockDevice, conf),
@@ -811,6 +836,12 @@ static void xen_block_class_init(ObjectClass *oc, void *data)
     object_class_property_set_description(oc, "statistics",
         "Per-queue counters: requests, segments, grant copies and maps, "
         "notifications sent and suppressed, ...");
+    object_class_property_add(oc, "persistent-maps", "XenBlockPersistentMaps",
+                              xen_block_get_persistent_maps, NULL, NULL,
+                              NULL);
+    object_class_property_set_description(oc, "persistent-maps",
+        "Persistent grant mappings of the whole process: the budget all "
+        "disks share, and how many are mapped now");
 }
 
 

@@ -1199,13 +1199,22 @@ def t_persistent_map_budget(c):
              for d in range(disks)]
     most = [0]
 
+    def maps_now():
+        # one read of the process's own count: the per-queue counters,
+        # read one disk after another while the queues map and unmap,
+        # add up to more than was ever alive at once
+        try:
+            return c.qemu.qmp.cmd('qom-get', path='/machine/peripheral/'
+                                  'dev-xvda', property='persistent-maps')
+        except xensim.QMPError as e:
+            raise Skip('no persistent-maps to read the budget: %s' % e)
+
     def mapped_now():
-        total = sum(q['grant-maps'] - q['grant-unmaps']
-                    for d in range(disks)
-                    for q in stats_of(c, 'dev-xvd' + 'abc'[d]))
-        most[0] = max(most[0], total)
+        most[0] = max(most[0], maps_now()['mapped'])
         return all(p.poll() is not None for p in procs)
     try:
+        check(maps_now()['budget'] == budget, 'the budget is %d, not half '
+              'of vm.max_map_count (%d)' % (maps_now()['budget'], budget))
         xensim.wait_for(mapped_now, 120, 'the frontends to finish')
     finally:
         for p in procs:
@@ -1216,6 +1225,22 @@ def t_persistent_map_budget(c):
           'the budget of %d' % (most[0], budget))
     check(most[0] >= budget // 2, 'only %d mappings at most: the load did '
           'not reach the budget (%d)' % (most[0], budget))
+    # the frontends are gone: every mapping is undone, and the process's
+    # count agrees with what the queues say they mapped and unmapped
+    left = {}
+
+    def all_unmapped():
+        left['queues'] = sum(q['grant-maps'] - q['grant-unmaps']
+                             for d in range(disks)
+                             for q in stats_of(c, 'dev-xvd' + 'abc'[d]))
+        left['process'] = maps_now()['mapped']
+        return left['queues'] == 0 and left['process'] == 0
+    try:
+        xensim.wait_for(all_unmapped, 20, 'the mappings undone')
+    except xensim.Timeout:
+        raise Failure('after the frontends left, %(queues)d mappings by the '
+                      'queues\' counters, %(process)d by the process\'s'
+                      % left)
 
 
 @test('properties-out-of-range')

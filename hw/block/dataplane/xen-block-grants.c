@@ -66,12 +66,14 @@ static void xen_block_grants_purge(void *opaque);
 static unsigned int xen_block_map_budget;   /* set once, then read-only */
 static unsigned int xen_block_mapped;       /* atomic: mappings alive */
 
+/* Once, from whichever thread asks first (a queue starting, or QMP). */
 static void xen_block_grants_init_budget(void)
 {
+    static gsize done;
     g_autofree char *text = NULL;
     uint64_t max_map_count = XEN_BLOCK_DEFAULT_MAX_MAP_COUNT;
 
-    if (xen_block_map_budget) {
+    if (!g_once_init_enter(&done)) {
         return;
     }
     if (g_file_get_contents("/proc/sys/vm/max_map_count", &text, NULL,
@@ -79,15 +81,36 @@ static void xen_block_grants_init_budget(void)
         qemu_strtou64(text, NULL, 10, &max_map_count);
     }
     xen_block_map_budget = MAX(MIN(max_map_count, UINT_MAX) / 2, 1);
+    g_once_init_leave(&done, 1);
 }
 
+/*
+ * A compare-and-swap, not an increment undone when over: the count never
+ * passes the budget, even for an instant, so what it reads is true.
+ */
 static bool xen_block_grants_take_budget(void)
 {
-    if (qatomic_fetch_inc(&xen_block_mapped) >= xen_block_map_budget) {
-        qatomic_dec(&xen_block_mapped);
-        return false;
+    unsigned int mapped = qatomic_read(&xen_block_mapped);
+
+    for (;;) {
+        unsigned int seen;
+
+        if (mapped >= xen_block_map_budget) {
+            return false;
+        }
+        seen = qatomic_cmpxchg(&xen_block_mapped, mapped, mapped + 1);
+        if (seen == mapped) {
+            return true;
+        }
+        mapped = seen;
     }
-    return true;
+}
+
+void xen_block_grants_get_budget(unsigned int *budget, unsigned int *mapped)
+{
+    xen_block_grants_init_budget();
+    *budget = xen_block_map_budget;
+    *mapped = qatomic_read(&xen_block_mapped);
 }
 
 XenBlockGrants *xen_block_grants_new(XenDevice *xendev, AioContext *ctx,

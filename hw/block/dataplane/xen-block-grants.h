@@ -40,6 +40,12 @@ XenBlockGrants *xen_block_grants_new(XenDevice *xendev, AioContext *ctx,
                                      unsigned int max_persistent,
                                      XenBlockQueueStats *stats);
 
+/*
+ * The process's budget of persistent mappings, which every queue of every
+ * disk shares, and how many are alive now.  Any thread.
+ */
+void xen_block_grants_get_budget(unsigned int *budget, unsigned int *mapped);
+
 /* In the queue's AioContext, before the last use: no purge runs after. */
 void xen_block_grants_detach(XenBlockGrants *grants);
 

@@ -1504,6 +1504,12 @@ bool xen_block_dataplane_get_stats(XenBlockDataPlane *dp, unsigned int queue,
     return true;
 }
 
+void xen_block_dataplane_get_map_budget(unsigned int *budget,
+                                        unsigned int *mapped)
+{
+    xen_block_grants_get_budget(budget, mapped);
+}
+
 unsigned int xen_block_dataplane_nr_queues(XenBlockDataPlane *dp)
 {
     return dp ? dp->nr_stats : 0;
