@@ -1354,6 +1354,25 @@ def t_iothread_polling(c):
           'passes started from polling with poll-max-ns=0')
 
 
+def repeat_during_load(c, proc, most, action):
+    """Once the background frontend @proc is connected, action(i) again
+    and again (at most @most times) until it ends; returns how many times
+    and the frontend's report."""
+    be = '/local/domain/0/backend/qdisk/1/51712/state'
+    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    done = 0
+    try:
+        while proc.poll() is None and done < most:
+            action(done)
+            done += 1
+        out, err = proc.communicate(timeout=60)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return done, parse_json(out)
+
+
 @test('iothread-polling-drains')
 def t_iothread_polling_drains(c):
     """Drains while a polling IOThread serves the disk: the handler is
@@ -1368,24 +1387,14 @@ def t_iothread_polling_drains(c):
     proc = background_front(c, '--rw', 'randrw', '--bs', '4k',
                             '--iodepth', 2, '--runtime', 4,
                             '--deadline', 5)
-    be = '/local/domain/0/backend/qdisk/1/51712/state'
-    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
-    drains = 0
-    try:
-        while proc.poll() is None and drains < 200:
-            # A resize drains the disk, the same size too.  (Not throttling
-            # on and off: turning throttling on for a disk in an IOThread
-            # races with its requests in QEMU 10.0's block layer, and
-            # crashes stock and ours alike: see docs/deploying.rst.)
-            c.qemu.qmp.cmd('block_resize', **{'node-name': 'd0'},
-                           size=64 * MiB)
-            drains += 1
-        out, err = proc.communicate(timeout=60)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    io_clean(parse_json(out), 'I/O across %d drains' % drains)
+    # A resize drains the disk, the same size too.  (Not throttling on and
+    # off: turning throttling on for a disk in an IOThread races with its
+    # requests in QEMU 10.0's block layer, and crashes stock and ours
+    # alike: see docs/deploying.rst.)
+    drains, rep = repeat_during_load(
+        c, proc, 200, lambda i: c.qemu.qmp.cmd(
+            'block_resize', **{'node-name': 'd0'}, size=64 * MiB))
+    io_clean(rep, 'I/O across %d drains' % drains)
     check(drains > 0, 'no drain happened during the load')
     # The disk still serves a new connection after the drains.
     io_clean(c.front('--rw', 'randrw', '--bs', '4k', '--iodepth', 1,
@@ -1410,21 +1419,10 @@ def t_throttle_filter_iothread(c):
                    vdev='xvda', drive='t0', iothread='io0')
     proc = background_front(c, '--rw', 'randrw', '--bs', '4k',
                             '--iodepth', 4, '--runtime', 3)
-    be = '/local/domain/0/backend/qdisk/1/51712/state'
-    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
-    changes = 0
-    try:
-        while proc.poll() is None and changes < 100:
-            c.qemu.qmp.cmd('qom-set', path='/objects/tg0',
-                           property='limits',
-                           value={'iops-total': 20000 + 40000 * (changes % 2)})
-            changes += 1
-        out, err = proc.communicate(timeout=60)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    rep = parse_json(out)
+    changes, rep = repeat_during_load(
+        c, proc, 100, lambda i: c.qemu.qmp.cmd(
+            'qom-set', path='/objects/tg0', property='limits',
+            value={'iops-total': 20000 + 40000 * (i % 2)}))
     io_clean(rep, 'I/O across %d limit changes' % changes)
     check(changes > 0, 'no limit changed during the load')
     check(c.qemu.alive(), 'QEMU died: %s' % c.qemu.log_text()[-1500:])
