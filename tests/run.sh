@@ -70,25 +70,30 @@ tap_id() {
 # Test names that already carry a prefix ("conformance-ours:x") keep it.
 run_tap() {
     local prefix=$1; shift
-    local log=$logs/$prefix.log line id n=0 notok=0
+    local log=$logs/$prefix.log line id n=0 notok=0 before shown=-1
     "$@" > "$log" 2>&1
     local rc=$?
     while IFS= read -r line; do
         case $line in
             "ok "*"# SKIP"*)
-                id=$(tap_id "$prefix" "$line")
+                id=$(tap_id "$prefix" "$line") shown=-1
                 record "$id" skip "${line##*# SKIP}"; n=$((n + 1)) ;;
             "ok "*)
+                shown=-1
                 record "$(tap_id "$prefix" "$line")" pass; n=$((n + 1)) ;;
             "not ok "*)
+                before=$failed shown=-1
                 record "$(tap_id "$prefix" "$line")" fail
-                n=$((n + 1)) notok=$((notok + 1)) ;;
+                n=$((n + 1)) notok=$((notok + 1))
+                # CI keeps only what is printed: a real failure's
+                # diagnostics follow it (not an expected failure's)
+                [ $failed -eq $before ] || shown=0 ;;
+            "#"*)
+                if [ $shown -ge 0 ] && [ $shown -lt 40 ]; then
+                    echo "      | $line"; shown=$((shown + 1))
+                fi ;;
         esac
     done < "$log"
-    # CI keeps only what is printed: show each failure's diagnostics
-    [ $notok -eq 0 ] || awk '/^not ok /{on = 1; n = 0; print "      | " $0; next}
-        /^(ok |1\.\.)/{on = 0}
-        on && n < 40 {print "      | " $0; n++}' "$log"
     # a crash or abort mid-run is a failure even if every line said ok
     # (a non-zero exit with "not ok" lines is those lines' verdict)
     if { [ $rc -ne 0 ] && [ $notok -eq 0 ]; } || [ $n -eq 0 ]; then
