@@ -72,13 +72,16 @@ static void xen_block_grants_init_budget(void)
     static gsize done;
     g_autofree char *text = NULL;
     uint64_t max_map_count = XEN_BLOCK_DEFAULT_MAX_MAP_COUNT;
+    uint64_t value;
 
     if (!g_once_init_enter(&done)) {
         return;
     }
+    /* the file's number ends with a newline; anything else: the default */
     if (g_file_get_contents("/proc/sys/vm/max_map_count", &text, NULL,
-                            NULL)) {
-        qemu_strtou64(text, NULL, 10, &max_map_count);
+                            NULL) &&
+        qemu_strtou64(g_strchomp(text), NULL, 10, &value) == 0 && value) {
+        max_map_count = value;
     }
     xen_block_map_budget = MAX(MIN(max_map_count, UINT_MAX) / 2, 1);
     g_once_init_leave(&done, 1);
