@@ -5,7 +5,8 @@ Where the threads of a running bench point spend their time: for each
 thread of QEMU, xensimd and xenblk-front, the seconds per second it ran on
 a CPU, the seconds per second it was runnable but waited for one (the
 kernel's run delay, /proc/<pid>/task/<tid>/schedstat), and how many times
-a second it was put on a CPU.  Threads of one name are added up.
+a second it was put on a CPU.  Threads of one name in one process are
+added up; threads that started or ended during the sample are left out.
 
 Start it beside a bench run, e.g.
 
@@ -40,8 +41,8 @@ def bench_pids():
 
 
 def snapshot():
-    """{thread name: [ns on CPU, ns runnable and waiting, times run]}"""
-    totals = collections.defaultdict(lambda: [0, 0, 0])
+    """{(pid, tid): (name, [ns on CPU, ns runnable and waiting, runs])}"""
+    threads = {}
     for pid in bench_pids():
         try:
             tids = os.listdir('/proc/%s/task' % pid)
@@ -53,12 +54,11 @@ def snapshot():
                 with open(base + 'comm') as f:
                     name = f.read().strip()
                 with open(base + 'schedstat') as f:
-                    fields = [int(x) for x in f.read().split()]
+                    fields = [int(x) for x in f.read().split()[:3]]
             except (OSError, ValueError):
                 continue
-            for i in range(3):
-                totals['%s:%s' % (pid, name)][i] += fields[i]
-    return totals
+            threads[(pid, tid)] = ('%s:%s' % (pid, name), fields)
+    return threads
 
 
 def main():
@@ -73,17 +73,22 @@ def main():
     time.sleep(args.seconds)
     after = snapshot()
     dt = time.monotonic() - t0
+    # per thread alive at both ends (QEMU's pool workers come and go),
+    # then added up by process and name
+    sums = collections.defaultdict(lambda: [0, 0, 0])
+    for key, (name, fields) in after.items():
+        if key in before:
+            for i in range(3):
+                sums[name][i] += fields[i] - before[key][1][i]
     print('%-28s %8s %8s %10s' % ('thread', 'on-cpu', 'waiting', 'runs/s'))
     busy = 0.0
-    for key in sorted(after):
-        if key not in before:
+    for name in sorted(sums):
+        run, wait, runs = (x / dt for x in sums[name])
+        if run / 1e9 < 0.01:
             continue
-        run, wait, slices = (a - b for a, b in zip(after[key], before[key]))
-        if run / dt < 0.01:
-            continue
-        busy += run / dt / 1e9
-        print('%-28s %8.2f %8.2f %10.0f' % (key, run / dt / 1e9,
-                                            wait / dt / 1e9, slices / dt))
+        busy += run / 1e9
+        print('%-28s %8.2f %8.2f %10.0f' % (name, run / 1e9, wait / 1e9,
+                                            runs))
     print('%-28s %8.2f of %d cores' % ('all', busy, os.cpu_count()))
 
 

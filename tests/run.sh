@@ -27,7 +27,7 @@ expected_reason() {
     ' tests/expected-failures
 }
 
-# record ID STATUS(pass|fail|skip) [REASON]
+# record ID STATUS(pass|fail|skip) [REASON, or for a failure its log]
 record() {
     local id=$1 status=$2 reason=${3:-} why
     why=$(expected_reason "$id")
@@ -38,7 +38,8 @@ record() {
     fi
     case $status in
         pass) passed=$((passed + 1)); echo "PASS  $id" ;;
-        fail) failed=$((failed + 1)); failures+=("$id"); echo "FAIL  $id (log: $logs/$id.log)" ;;
+        fail) failed=$((failed + 1)); failures+=("$id")
+              echo "FAIL  $id (log: ${reason:-$logs/$id.log})" ;;
         skip) skipped=$((skipped + 1)); echo "SKIP  $id: $reason" ;;
     esac
 }
@@ -71,34 +72,43 @@ tap_id() {
 run_tap() {
     local prefix=$1; shift
     local log=$logs/$prefix.log line id n=0 notok=0 before shown=-1
+    local -a pre=()
     "$@" > "$log" 2>&1
     local rc=$?
     while IFS= read -r line; do
         case $line in
             "ok "*"# SKIP"*)
-                id=$(tap_id "$prefix" "$line") shown=-1
+                id=$(tap_id "$prefix" "$line") shown=-1 pre=()
                 record "$id" skip "${line##*# SKIP}"; n=$((n + 1)) ;;
             "ok "*)
-                shown=-1
+                shown=-1 pre=()
                 record "$(tap_id "$prefix" "$line")" pass; n=$((n + 1)) ;;
             "not ok "*)
                 before=$failed shown=-1
-                record "$(tap_id "$prefix" "$line")" fail
+                record "$(tap_id "$prefix" "$line")" fail "$log"
                 n=$((n + 1)) notok=$((notok + 1))
                 # CI keeps only what is printed: a real failure's
-                # diagnostics follow it (not an expected failure's)
-                [ $failed -eq $before ] || shown=0 ;;
+                # diagnostics (GLib's come before the line, ours after)
+                if [ $failed -ne $before ]; then
+                    shown=0
+                    [ ${#pre[@]} -eq 0 ] || printf '      | %s\n' "${pre[@]}"
+                fi
+                pre=() ;;
             "#"*)
-                if [ $shown -ge 0 ] && [ $shown -lt 40 ]; then
-                    echo "      | $line"; shown=$((shown + 1))
+                if [ $shown -ge 0 ]; then
+                    [ $shown -ge 60 ] || echo "      | $line"
+                    shown=$((shown + 1))
+                else
+                    pre+=("$line")
+                    [ ${#pre[@]} -le 20 ] || pre=("${pre[@]:1}")
                 fi ;;
         esac
     done < "$log"
     # a crash or abort mid-run is a failure even if every line said ok
     # (a non-zero exit with "not ok" lines is those lines' verdict)
     if { [ $rc -ne 0 ] && [ $notok -eq 0 ]; } || [ $n -eq 0 ]; then
-        grep -E 'ERROR|Bail out' "$log" | head -5 | sed 's/^/      | /'
-        record "$prefix:exit-status" fail
+        tail -15 "$log" | sed 's/^/      | /'
+        record "$prefix:exit-status" fail "$log"
     fi
 }
 
