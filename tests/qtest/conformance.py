@@ -1318,6 +1318,36 @@ def t_queues_iothreads(c):
     check(sorted(q['iothread'] for q in st) == ['io0', 'io1', 'io2', 'io3'],
           'queues ran in %s' % [q['iothread'] for q in st])
 
+@test('queues-16-indirect-4096')
+def t_queues_16_indirect_4096(c):
+    """The most a guest may ask for at once: 16 rings of 4 pages each,
+    4096-segment indirect requests (16 MiB in one ring request) and
+    persistent grants, with verified data: large requests, then small
+    ones spread over every ring."""
+    img = c.image()
+    c.start()
+    try:
+        c.attach_qmp(img, **{'multi-queue-max-queues': 16,
+                             'max-ring-page-order': 2,
+                             'max-indirect-segments': 4096})
+    except xensim.QMPError as e:
+        raise Skip('no multi-queue or 4096 indirect segments: %s' % e)
+    ring = ('--queues', 16, '--ring-pages', 4, '--indirect', 4096,
+            '--persistent')
+    rep = c.front(*ring, '--rw', 'randrw', '--bs', '16M', '--iodepth', 2,
+                  '--size', 64 * MiB)
+    io_clean(rep, '16 MiB requests on 16 queues')
+    dev = device_of(rep)
+    check(dev.get('queues') == 16 and dev.get('max_segs') == 4096,
+          'negotiated %s queues of %s segments' % (dev.get('queues'),
+                                                  dev.get('max_segs')))
+    io_clean(c.front(*ring, '--rw', 'randrw', '--bs', '4k', '--iodepth', 64,
+                     '--size', 8 * MiB), '4 KiB requests on 16 queues')
+    st = stats_of(c)
+    check(len(st) == 16 and all(q['requests'] > 0 for q in st),
+          'requests per queue: %s' % [q['requests'] for q in st])
+
+
 def polled_scans(c, what, path='/machine/peripheral/dev-xvda'):
     """Passes over the ring that IOThread polling started, over all queues
     (a backend without counters cannot show polling: skip)."""

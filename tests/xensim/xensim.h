@@ -23,7 +23,7 @@
 #define XENSIM_PAGE_SIZE        4096u
 #define XENSIM_MAX_DOMAINS      64
 #define XENSIM_MAX_PORTS        1024    /* event channel ports per domain */
-#define XENSIM_GNTTAB_FRAMES    32      /* grant table size (v1 entries) */
+#define XENSIM_GNTTAB_FRAMES    64      /* Xen's default max_grant_frames */
 #define XENSIM_NR_GRANTS \
     (XENSIM_GNTTAB_FRAMES * XENSIM_PAGE_SIZE / sizeof(XsimGrantEntry))
 #define XENSIM_DEFAULT_MEM_MB   256

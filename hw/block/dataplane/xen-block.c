@@ -444,6 +444,45 @@ out:
     defer_call_end();
 }
 
+static int coroutine_fn xen_block_request_rw_part(BlockBackend *blk,
+                                                  bool write, int64_t offset,
+                                                  QEMUIOVector *qiov)
+{
+    return write ? blk_co_pwritev(blk, offset, qiov->size, qiov, 0)
+                 : blk_co_preadv(blk, offset, qiov->size, qiov, 0);
+}
+
+/*
+ * Read or write @r's data.  The host's preadv/pwritev take at most the
+ * node's max_iov vectors (IOV_MAX: 1024 on Linux), and the block layer
+ * does not split a longer vector: a request with more segments (up to
+ * 4096 with indirect descriptors) goes in parts of whole segments, one
+ * after the other, as blkback splits one into several bios.
+ */
+static int coroutine_fn xen_block_request_rw(XenBlockRequest *r, bool write,
+                                             int64_t offset)
+{
+    BlockBackend *blk = r->q->dp->blk;
+    int max_iov = blk_bs(blk) ? blk_get_max_iov(blk) : 0;
+
+    if (max_iov <= 0 || r->qiov.niov <= max_iov) {
+        return xen_block_request_rw_part(blk, write, offset, &r->qiov);
+    }
+    for (int first = 0; first < r->qiov.niov; first += max_iov) {
+        QEMUIOVector part;
+        int ret;
+
+        qemu_iovec_init_external(&part, r->iov + first,
+                                 MIN(max_iov, r->qiov.niov - first));
+        ret = xen_block_request_rw_part(blk, write, offset, &part);
+        if (ret < 0) {
+            return ret;
+        }
+        offset += part.size;
+    }
+    return 0;
+}
+
 /* The block layer call that does the current stage of @r. */
 static int coroutine_fn xen_block_request_do_io(XenBlockRequest *r)
 {
@@ -452,7 +491,7 @@ static int coroutine_fn xen_block_request_do_io(XenBlockRequest *r)
 
     switch (r->req.op) {
     case BLKIF_OP_READ:
-        return blk_co_preadv(blk, offset, r->qiov.size, &r->qiov, 0);
+        return xen_block_request_rw(r, false, offset);
     case BLKIF_OP_FLUSH_DISKCACHE:
     case BLKIF_OP_WRITE_BARRIER:
         /*
@@ -464,7 +503,7 @@ static int coroutine_fn xen_block_request_do_io(XenBlockRequest *r)
         }
         /* fall through */
     case BLKIF_OP_WRITE:
-        return blk_co_pwritev(blk, offset, r->qiov.size, &r->qiov, 0);
+        return xen_block_request_rw(r, true, offset);
     case BLKIF_OP_DISCARD:
         return blk_co_pdiscard(blk, offset,
                                (int64_t)r->req.nr_sectors <<
