@@ -783,17 +783,14 @@ static void xen_block_get_persistent_maps(Object *obj, Visitor *v,
                                           const char *name, void *opaque,
                                           Error **errp)
 {
-    unsigned int budget, mapped;
-    uint32_t b, m;
+    uint32_t budget, mapped;
 
     xen_block_dataplane_get_map_budget(&budget, &mapped);
-    b = budget;
-    m = mapped;
     if (!visit_start_struct(v, name, NULL, 0, errp)) {
         return;
     }
-    if (visit_type_uint32(v, "budget", &b, errp) &&
-        visit_type_uint32(v, "mapped", &m, errp)) {
+    if (visit_type_uint32(v, "budget", &budget, errp) &&
+        visit_type_uint32(v, "mapped", &mapped, errp)) {
         visit_check_struct(v, errp);
     }
     visit_end_struct(v, NULL);

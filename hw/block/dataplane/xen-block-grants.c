@@ -109,7 +109,7 @@ static bool xen_block_grants_take_budget(void)
     }
 }
 
-void xen_block_grants_get_budget(unsigned int *budget, unsigned int *mapped)
+void xen_block_grants_get_budget(uint32_t *budget, uint32_t *mapped)
 {
     xen_block_grants_init_budget();
     *budget = xen_block_map_budget;

@@ -44,7 +44,7 @@ XenBlockGrants *xen_block_grants_new(XenDevice *xendev, AioContext *ctx,
  * The process's budget of persistent mappings, which every queue of every
  * disk shares, and how many are alive now.  Any thread.
  */
-void xen_block_grants_get_budget(unsigned int *budget, unsigned int *mapped);
+void xen_block_grants_get_budget(uint32_t *budget, uint32_t *mapped);
 
 /* In the queue's AioContext, before the last use: no purge runs after. */
 void xen_block_grants_detach(XenBlockGrants *grants);

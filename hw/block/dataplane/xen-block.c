@@ -1543,8 +1543,8 @@ bool xen_block_dataplane_get_stats(XenBlockDataPlane *dp, unsigned int queue,
     return true;
 }
 
-void xen_block_dataplane_get_map_budget(unsigned int *budget,
-                                        unsigned int *mapped)
+void xen_block_dataplane_get_map_budget(uint32_t *budget,
+                                        uint32_t *mapped)
 {
     xen_block_grants_get_budget(budget, mapped);
 }

@@ -106,8 +106,8 @@ bool xen_block_dataplane_get_stats(XenBlockDataPlane *dataplane,
  * Persistent mappings: the budget every disk of this QEMU shares, and how
  * many are alive now (see xen-block-grants.c).
  */
-void xen_block_dataplane_get_map_budget(unsigned int *budget,
-                                        unsigned int *mapped);
+void xen_block_dataplane_get_map_budget(uint32_t *budget,
+                                        uint32_t *mapped);
 /* The id of the IOThread that served a queue last ("main-loop"). */
 const char *xen_block_dataplane_queue_where(XenBlockDataPlane *dataplane,
                                            unsigned int queue);
