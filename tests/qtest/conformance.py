@@ -457,14 +457,20 @@ def wait_or_kill(proc, predicate, timeout, what):
         raise
 
 
+def wait_connected(c, proc):
+    """Until xvda's backend, which the background frontend @proc drives,
+    is Connected."""
+    be = '/local/domain/0/backend/qdisk/1/51712/state'
+    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+
+
 def start_load(c, iodepth=32):
     # a 4-page ring (128 slots) holds the 64 requests the close tests keep
     # in flight
     proc = background_front(c, '--rw', 'randread', '--bs', '4k',
                             '--iodepth', iodepth, '--ring-pages', 4,
                             '--runtime', 60, '--verify', 'off')
-    be = '/local/domain/0/backend/qdisk/1/51712/state'
-    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    wait_connected(c, proc)
     # wait until a few rounds of requests have gone through the disk
     wait_or_kill(proc, lambda: reads_done(c) >= 2 * iodepth, 20,
                  'requests in flight')
@@ -611,7 +617,7 @@ def t_disconnect_export_pinned(c):
     be = '/local/domain/0/backend/qdisk/1/51712/state'
     proc = background_front(c, '--rw', 'randrw', '--bs', '4k', '--iodepth',
                             8, '--size', 4 * MiB, '--runtime', 2)
-    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    wait_connected(c, proc)
     c.qemu.qmp.cmd('nbd-server-start', addr={
         'type': 'unix', 'data': {'path': os.path.join(c.tmp, 'nbd.sock')}})
     c.qemu.qmp.cmd('block-export-add', type='nbd', id='e0',
@@ -817,10 +823,9 @@ def xl_disk_under_load(c):
     img = c.image()
     c.start()
     c.attach_xl(img)
-    be = '/local/domain/0/backend/qdisk/1/51712/state'
     proc = background_front(c, '--rw', 'randrw', '--bs', '4k', '--iodepth',
                             8, '--size', 4 * MiB, '--runtime', 2)
-    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    wait_connected(c, proc)
     names = [n.get('node-name') for n in
              c.qemu.qmp.cmd('query-named-block-nodes')]
     if QDISK_NODE not in names:
@@ -1387,8 +1392,7 @@ def repeat_during_load(c, proc, most, seconds, action):
     and again: at most @most times, for at most @seconds (less than the
     frontend's runtime, so that none lands in its disconnection), and not
     after it ends.  Returns how many times and the frontend's report."""
-    be = '/local/domain/0/backend/qdisk/1/51712/state'
-    wait_or_kill(proc, lambda: c.xs_read(be) == '4', 20, 'backend Connected')
+    wait_connected(c, proc)
     done = 0
     until = time.monotonic() + seconds
     try:
