@@ -575,6 +575,36 @@ def close_during_barriers(c, iothread):
 test_main_loop_and_iothread('close-during-barriers', close_during_barriers)
 
 
+def waiting_mixed_sizes(c, iothread):
+    """Requests of 4 KiB to 1 MiB wait for buffers (no persistent grants,
+    64 in flight: about twice a queue's pool of 4096 pages) on storage
+    whose every request yields (a file, aio=threads).  A large request's
+    completion lets several smaller ones start at once, and the first of
+    them yields before the others have started: every one must still be
+    served, the last ones too, with no new request to look at the ring
+    for."""
+    img = c.image(size=128 * MiB)
+    c.start(args=['-object', 'iothread,id=io0'] if iothread else [])
+    c.qemu.qmp.cmd('blockdev-add', driver='raw', **{'node-name': 'd0'},
+                   file={'driver': 'file', 'filename': img})
+    c.qemu.qmp.cmd('device_add', driver='xen-disk', id='dev-xvda',
+                   vdev='xvda', drive='d0',
+                   **({'iothread': 'io0'} if iothread else {}))
+    rep = c.front('--indirect', 256, '--ring-pages', 2, '--rw', 'randrw',
+                  '--bs', '1M', '--bs-min', '4k', '--iodepth', 64,
+                  '--runtime', 2)
+    io_clean(rep, 'mixed sizes waiting for buffers')
+    try:
+        waits = stat_total(c, 'waits-for-buffers')
+    except xensim.QMPError:
+        return      # no per-queue statistics (stock): the data is the test
+    check(waits > 0, 'no request waited for buffers: the case was not '
+          'reached')
+
+
+test_main_loop_and_iothread('waiting-mixed-sizes', waiting_mixed_sizes)
+
+
 @test('queue-start-fails-iothread')
 def t_queue_start_fails(c):
     """Two queues, the second with a ring reference that is no grant, the

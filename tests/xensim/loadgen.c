@@ -107,6 +107,7 @@ typedef struct LgOptions {
     LgRw rw;
     unsigned int rwmixread;
     uint64_t bs;
+    uint64_t bs_min;            /* 0: every I/O is bs long */
     unsigned int iodepth;
     double runtime;
     uint64_t size;              /* region; 0 = to the end */
@@ -167,6 +168,8 @@ static void run_usage(FILE *f)
 "Load (fio-like):\n"
 "  --rw read|write|randread|randwrite|randrw  --rwmixread PCT (50)\n"
 "  --bs SIZE (4k)  --iodepth N (1)  --runtime SECS | --size BYTES\n"
+"  --bs-min SIZE      each I/O a random length from this to bs (as fio's\n"
+"                     bsrange), at the start of its bs-sized block\n"
 "  --offset BYTES  --verify on|off (on)  --seed N  --ring N\n"
 "  --map FILE         load/save what each sector should hold\n"
 "  --json FILE        results as JSON ('-' = stdout)\n"
@@ -224,6 +227,8 @@ static bool apply_run_option(LgOptions *o, int c, const char *arg)
     case 'm': return parse_u(arg, &o->rwmixread) && o->rwmixread <= 100;
     case 'b': return lg_parse_size(arg, &o->bs) && o->bs >= 512 &&
                      o->bs % 512 == 0;
+    case 'B': return lg_parse_size(arg, &o->bs_min) && o->bs_min >= 512 &&
+                     o->bs_min % 512 == 0;
     case 'd': return parse_u(arg, &o->iodepth) && o->iodepth > 0;
     case 't': o->runtime = atof(arg); return o->runtime > 0;
     case 's': return lg_parse_size(arg, &o->size);
@@ -274,6 +279,7 @@ static bool parse_run_opts(int argc, char **argv, LgOptions *o)
         { "rw", required_argument, NULL, 'r' },
         { "rwmixread", required_argument, NULL, 'm' },
         { "bs", required_argument, NULL, 'b' },
+        { "bs-min", required_argument, NULL, 'B' },
         { "iodepth", required_argument, NULL, 'd' },
         { "runtime", required_argument, NULL, 't' },
         { "size", required_argument, NULL, 's' },
@@ -483,6 +489,19 @@ static bool choose_block(Lg *lg, uint64_t *block)
     return false;
 }
 
+/* The length of the next I/O: bs, or from --bs-min to bs. */
+static uint64_t choose_length(Lg *lg)
+{
+    uint64_t lbs = MAX(lg->d->be.sector_size, 512);
+    uint64_t choices;
+
+    if (!lg->o->bs_min || lg->o->bs_min >= lg->o->bs) {
+        return lg->o->bs;
+    }
+    choices = (lg->o->bs - lg->o->bs_min) / lbs + 1;
+    return lg->o->bs_min + lbs * g_rand_int_range(lg->rand, 0, choices);
+}
+
 static LgIo *free_io(Lg *lg)
 {
     for (unsigned int i = 0; i < lg->o->iodepth; i++) {
@@ -497,7 +516,7 @@ static LgIo *free_io(Lg *lg)
 static bool issue_one(Lg *lg)
 {
     LgIo *x = free_io(lg);
-    uint64_t block, byte, seq = lg->next_seq;
+    uint64_t block, byte, len, seq = lg->next_seq;
     bool write = choose_write(lg);
 
     if (!x || !choose_block(lg, &block)) {
@@ -505,13 +524,14 @@ static bool issue_one(Lg *lg)
         return false;
     }
     byte = lg->region_start + block * lg->o->bs;
+    len = choose_length(lg);
     x->write = write;
     x->block = block;
     x->sector = byte / XB_SECTOR_SIZE;
-    x->nsect = lg->o->bs / XB_SECTOR_SIZE;
+    x->nsect = len / XB_SECTOR_SIZE;
     /* Sub-page I/O sits where the page cache would put it. */
     x->off = byte % XB_PAGE_SIZE;
-    if (!bf_buf_get(lg->d, DIV_ROUND_UP(x->off + lg->o->bs, XB_PAGE_SIZE),
+    if (!bf_buf_get(lg->d, DIV_ROUND_UP(x->off + len, XB_PAGE_SIZE),
                     write, &x->buf)) {
         lg->next_seq = seq;     /* this block is still to do */
         return false;
@@ -524,10 +544,10 @@ static bool issue_one(Lg *lg)
         }
     } else if (lg->o->verify) {
         /* Stale buffer content must not pass for data read. */
-        memset(x->buf.data + x->off, 0xa5, lg->o->bs);
+        memset(x->buf.data + x->off, 0xa5, len);
     }
     x->io = (BfIo) { .done = io_done, .opaque = lg };
-    if (!bf_submit_rw(lg->d, lg->o->ring, write, x->sector, lg->o->bs,
+    if (!bf_submit_rw(lg->d, lg->o->ring, write, x->sector, len,
                       &x->buf, x->off, &x->io)) {
         bf_buf_put(lg->d, &x->buf);
         lg->next_seq = seq;
@@ -563,9 +583,9 @@ static bool load_region(Lg *lg, char **errmsg)
         *errmsg = g_strdup("region smaller than one block");
         return false;
     }
-    if (lg->o->bs % lbs || lg->region_start % lbs) {
-        *errmsg = g_strdup_printf("bs/offset not multiples of the logical "
-                                  "block size %" PRIu64, lbs);
+    if (lg->o->bs % lbs || lg->o->bs_min % lbs || lg->region_start % lbs) {
+        *errmsg = g_strdup_printf("bs/bs-min/offset not multiples of the "
+                                  "logical block size %" PRIu64, lbs);
         return false;
     }
     if (bf_parts_needed(lg->d, XB_PAGE_SIZE - 512, lg->o->bs) >
