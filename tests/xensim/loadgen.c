@@ -495,10 +495,10 @@ static uint64_t choose_length(Lg *lg)
     uint64_t lbs = MAX(lg->d->be.sector_size, 512);
     uint64_t choices;
 
-    if (!lg->o->bs_min || lg->o->bs_min >= lg->o->bs) {
+    if (!lg->o->bs_min) {
         return lg->o->bs;
     }
-    choices = (lg->o->bs - lg->o->bs_min) / lbs + 1;
+    choices = MIN((lg->o->bs - lg->o->bs_min) / lbs + 1, G_MAXINT32);
     return lg->o->bs_min + lbs * g_rand_int_range(lg->rand, 0, choices);
 }
 
@@ -581,6 +581,10 @@ static bool load_region(Lg *lg, char **errmsg)
     lg->nblocks = lg->region_len / lg->o->bs;
     if (!lg->nblocks) {
         *errmsg = g_strdup("region smaller than one block");
+        return false;
+    }
+    if (lg->o->bs_min > lg->o->bs) {
+        *errmsg = g_strdup("bs-min larger than bs");
         return false;
     }
     if (lg->o->bs % lbs || lg->o->bs_min % lbs || lg->region_start % lbs) {

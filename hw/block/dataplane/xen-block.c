@@ -123,7 +123,8 @@ struct XenBlockQueue {
     XenBlkifBackRing ring;
     QEMUBH *process_bh;             /* look at the ring again */
     QEMUBH *retry_bh;               /* resubmit parked requests */
-    QEMUBH *start_bh;               /* run what a yielded runner left */
+    QEMUBH *start_bh;               /* run what a yielded runner left;
+                                       kept through detach (see there) */
     bool ring_broken;               /* corruption seen: consume no more */
     bool detached;                  /* being torn down: start nothing new */
     bool push_pending;              /* responses written, not published */
@@ -135,11 +136,12 @@ struct XenBlockQueue {
     XenDeviceGrantCopySegment *copy_scratch;    /* room for max_segs */
     unsigned int inflight;          /* consumed, not yet answered */
     unsigned int io_running;        /* requests submitted, not finished */
-    /* Submitted, for a runner coroutine to take (see run_starts()). */
+    /* Submitted, for a runner to take (xen_block_queue_run_starts()). */
     QSIMPLEQ_HEAD(, XenBlockRequest) to_start;
     unsigned int nr_to_start;
     unsigned int start_batch;       /* a pass starts this many at once */
-    bool runner_done;               /* the last runner entered ran dry */
+    bool runner_done;               /* set by a runner that ran dry, for
+                                       the run_starts() that entered it */
     bool idle;                      /* io_running was 0: see stop() */
     unsigned int unpublished;       /* responses written since the push */
     bool in_pass;                   /* consuming the ring right now */
@@ -294,7 +296,7 @@ static void xen_block_request_respond(XenBlockRequest *r)
         /*
          * The queue is being torn down: start nothing more (requests
          * waiting for buffers or for a barrier are dropped by stop), and
-         * its bottom halves are gone.
+         * its ring and retry bottom halves are gone.
          */
         return;
     }
@@ -408,7 +410,7 @@ static bool xen_block_request_io_error(XenBlockRequest *r, int error)
     return action == BLOCK_ERROR_ACTION_STOP;
 }
 
-static void xen_block_request_start_co(XenBlockRequest *r);
+static void xen_block_request_enqueue(XenBlockRequest *r);
 
 /* The block layer is done with the current stage of @r: what next. */
 static void coroutine_fn xen_block_request_complete(XenBlockRequest *r,
@@ -594,8 +596,17 @@ static void coroutine_fn xen_block_runner_co(void *opaque)
     while ((r = QSIMPLEQ_FIRST(&q->to_start))) {
         QSIMPLEQ_REMOVE_HEAD(&q->to_start, start_entry);
         q->nr_to_start--;
+        /* From here: the time spent waiting for earlier ones is not I/O. */
+        block_acct_start(blk_get_stats(q->dp->blk), &r->acct,
+                         xen_block_request_acct_sectors(r) <<
+                         XEN_BLKIF_SECTOR_SHIFT,
+                         xen_block_request_acct_type(r));
         xen_block_request_complete(r, xen_block_request_do_io(r));
-        /* Last: stop() waits for this to reach zero (see there). */
+        /*
+         * stop() waits for this to reach zero, from a bottom half in this
+         * thread (xen_block_queue_check_idle_bh()): it cannot see it
+         * before this runner yields or ends.
+         */
         q->io_running--;
     }
     q->runner_done = true;
@@ -610,7 +621,8 @@ static void coroutine_fn xen_block_runner_co(void *opaque)
  */
 static void xen_block_queue_run_starts(XenBlockQueue *q)
 {
-    assert(!qemu_in_coroutine());
+    g_assert(!qemu_in_coroutine());
+    g_assert(qemu_get_current_aio_context() == q->ctx);
     while (!QSIMPLEQ_EMPTY(&q->to_start)) {
         xen_block_make_coroutine_reserve();
         q->runner_done = false;
@@ -624,11 +636,14 @@ static void xen_block_queue_run_starts(XenBlockQueue *q)
 /* What a runner left when its I/O yielded. */
 static void xen_block_queue_start_bh(void *opaque)
 {
+    /* Their submissions and responses go out together, as in a pass. */
+    defer_call_begin();
     xen_block_queue_run_starts(opaque);
+    defer_call_end();
 }
 
 /* Run the current stage of @r: now, or soon (see the runners above). */
-static void xen_block_request_start_co(XenBlockRequest *r)
+static void xen_block_request_enqueue(XenBlockRequest *r)
 {
     XenBlockQueue *q = r->q;
 
@@ -640,9 +655,10 @@ static void xen_block_request_start_co(XenBlockRequest *r)
     }
     if (qemu_in_coroutine()) {
         /*
-         * A completion in a runner (a next stage, a request that waited
-         * for buffers or a barrier): the runner takes @r next, unless its
-         * own I/O yields first; then the bottom half does.
+         * A completion in a runner, outside a pass (a next stage, a
+         * request that waited for buffers or a barrier): the runner takes
+         * @r next, unless its own I/O yields first; then the bottom half
+         * does.
          */
         qemu_bh_schedule(q->start_bh);
         return;
@@ -653,16 +669,10 @@ static void xen_block_request_start_co(XenBlockRequest *r)
 /* Start (or restart, after a stop) the I/O of a request. */
 static void xen_block_request_submit(XenBlockRequest *r)
 {
-    BlockBackend *blk = r->q->dp->blk;
-    uint64_t sectors = xen_block_request_acct_sectors(r);
-
     r->status = BLKIF_RSP_OKAY;
-    block_acct_start(blk_get_stats(blk), &r->acct,
-                     sectors << XEN_BLKIF_SECTOR_SHIFT,
-                     xen_block_request_acct_type(r));
     trace_xen_block_request_submit(r, r->req.id, r->req.op, r->req.sector,
-                                   sectors);
-    xen_block_request_start_co(r);
+                                   xen_block_request_acct_sectors(r));
+    xen_block_request_enqueue(r);
 }
 
 /*
@@ -1265,8 +1275,11 @@ static bool xen_block_queue_start(XenBlockQueue *q,
 
 /*
  * In the queue's AioContext: stop reacting to its event channel and drop
- * its bottom halves.  Running here, no handler or bottom half of the queue
- * is half-way through; after this, none will start.
+ * its ring and retry bottom halves.  Running here, no handler or bottom
+ * half of the queue is half-way through; after this, none of those will
+ * start.  start_bh stays: a request's next stage, submitted from its
+ * completion, must still run; check_idle_bh() deletes it once nothing
+ * can.
  */
 static void xen_block_queue_detach_bh(void *opaque)
 {
@@ -1311,10 +1324,7 @@ static void xen_block_queue_stop(XenBlockQueue *q)
     /* Bottom halves of a queue that failed to start were never used. */
     g_clear_pointer(&q->process_bh, qemu_bh_delete);
     g_clear_pointer(&q->retry_bh, qemu_bh_delete);
-    /*
-     * Kept through detach: requests submitted after it still run.  It may
-     * still be scheduled, with nothing left to run.
-     */
+    /* Gone in check_idle_bh(), unless the queue never started. */
     g_clear_pointer(&q->start_bh, qemu_bh_delete);
     xen_block_queue_free(q);
     if (q->sring) {
@@ -1494,6 +1504,15 @@ static void xen_block_queue_check_idle_bh(void *opaque)
     XenBlockQueue *q = opaque;
 
     q->idle = q->io_running == 0;
+    if (q->idle) {
+        /*
+         * Detached and idle: nothing can submit any more.  Delete start_bh
+         * here, in its own thread: it may be pending in the same batch of
+         * bottom halves as this one, and must not run once stop() frees
+         * the queue.  Deleted here, it is skipped.
+         */
+        g_clear_pointer(&q->start_bh, qemu_bh_delete);
+    }
 }
 
 /*
