@@ -15,8 +15,10 @@ QEMU_SRC    := $(BUILD)/qemu-src
 PREFIX      ?= /usr/local/lib/qemu-xen-block
 FUZZ_SECONDS ?= 30
 
-GLIB_CFLAGS := $(shell pkg-config --cflags glib-2.0 2>/dev/null)
-GLIB_LIBS   := $(shell pkg-config --libs glib-2.0 2>/dev/null)
+# Expanded when used, not when make starts: on a fresh machine the GLib
+# headers arrive with the deps target, after the Makefile was read.
+GLIB_CFLAGS = $(shell pkg-config --cflags glib-2.0 2>/dev/null)
+GLIB_LIBS   = $(shell pkg-config --libs glib-2.0 2>/dev/null)
 # The protocol layer builds against a stand-in qemu/osdep.h and the Xen
 # interface headers of the fetched (not built) QEMU tree.
 PROTO_CFLAGS = -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
@@ -42,8 +44,11 @@ XENSIM_BINS := $(addprefix $(XSB)/,libxensim.so xensimd xensimctl \
 
 all: qemu
 
+# INSTALL_DEPS: the command behind deps (a test stands in its own).
+INSTALL_DEPS ?= scripts/install-deps.sh
+
 deps:
-	scripts/install-deps.sh
+	$(INSTALL_DEPS)
 
 source: deps
 	scripts/fetch-qemu.sh $(QEMU_SRC)
@@ -96,6 +101,9 @@ fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZERS))
 # ---- xensim ----
 
 xensim: $(XENSIM_BINS)
+
+# libxen-dev and GLib come with the deps (a fresh machine has neither).
+$(XENSIM_BINS): | deps
 
 $(XSB)/libxensim.so: $(XS)/libxensim.c $(XS)/xensim.h
 	@mkdir -p $(dir $@)

@@ -166,6 +166,8 @@ layer_asan() {
 }
 
 layer_xensim() {
+    # the README's first command on a fresh machine: GLib arrives with deps
+    run_test make-before-deps tests/build/make-before-deps.sh
     make -s xensim > "$logs/xensim-build.log" 2>&1 ||
         { tail -20 "$logs/xensim-build.log"; record xensim-build fail; return; }
     record xensim-build pass
