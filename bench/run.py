@@ -525,6 +525,8 @@ class Bench:
                           '--indirect', str(self.a.indirect)]
             if not self.a.no_persistent:
                 front_base.append('--persistent')
+            if self.a.front_poll_us:
+                front_base += ['--poll-us', str(self.a.front_poll_us)]
             front_base += self.front_extra
             c0 = (proc_ticks(proc.pid), proc_ticks(simpid),
                   thread_ticks(proc.pid), machine_ticks())
@@ -1437,6 +1439,9 @@ def main(argv=None):
     ap.add_argument('--ring-pages', type=int, default=16)
     ap.add_argument('--indirect', type=int, default=256)
     ap.add_argument('--no-persistent', action='store_true')
+    ap.add_argument('--front-poll-us', type=int, default=0,
+                    help='the frontend looks for responses this long '
+                    'before it sleeps (xenblk-front --poll-us; 0: never)')
     ap.add_argument('--ours-binary', default='',
                     help='our QEMU from elsewhere (default: the release '
                          'build), e.g. an older build kept aside for an A/B '
@@ -1589,10 +1594,13 @@ def run(a, wls, backends, storages, repeat, runtime, quiet=False):
         'workloads': {w.name: w.describe() for w in wls},
         'backends': backends, 'storages': storages,
         'frontend_asks': 'ring-pages %d, indirect %d, %s, the workload\'s '
-                         'queues; verify off' % (
+                         'queues; verify off%s' % (
                              a.ring_pages, a.indirect,
                              'no persistent grants' if a.no_persistent
-                             else 'persistent grants'),
+                             else 'persistent grants',
+                             '; it polls for responses for up to %d us '
+                             'before sleeping (not the default)'
+                             % a.front_poll_us if a.front_poll_us else ''),
         'iothreads': 'none (main loop)' if a.no_iothread else
                      'one per disk (as xl qdisk disks get); per queue where '
                      'the device has a per-queue IOThread property (%s)' %

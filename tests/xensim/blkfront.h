@@ -45,6 +45,8 @@ typedef struct BfOptions {
     GPtrArray *xs_del;          /* hostile: nodes removed at connect */
     bool skip_state_wait;       /* hostile: do not wait for InitWait */
     unsigned int prefill;       /* hostile: reads published before connect */
+    unsigned int poll_us;       /* with I/O out, spin this long for
+                                   responses before sleeping (0: never) */
 } BfOptions;
 
 typedef struct BfDevice BfDevice;

@@ -162,6 +162,8 @@ static void run_usage(FILE *f)
 "  --persistent       advertise feature-persistent (used if both do)\n"
 "  --regrant          grant fresh pages for every request\n"
 "  --deadline SECS    for each awaited state or response (10)\n"
+"  --poll-us N        with I/O out, look for responses for up to N us\n"
+"                     before sleeping (0: sleep at once; default)\n"
 "  --reconnect N      connect, work, close: N times (1)\n"
 "  --wait-resize SECS after connecting, wait for the size to change\n"
 "\n"
@@ -256,6 +258,7 @@ static bool apply_run_option(LgOptions *o, int c, const char *arg)
     case 'Y': g_ptr_array_add(o->bf.xs_del, (char *)arg); return true;
     case 'k': o->bf.skip_state_wait = true; return true;
     case 'F': return parse_u(arg, &o->bf.prefill);
+    case 'U': return parse_u(arg, &o->bf.poll_us);
     case 'z': o->quiet = true; return true;
     }
     return false;
@@ -274,6 +277,7 @@ static bool parse_run_opts(int argc, char **argv, LgOptions *o)
         { "persistent", no_argument, NULL, 'P' },
         { "regrant", no_argument, NULL, 'G' },
         { "deadline", required_argument, NULL, 'w' },
+        { "poll-us", required_argument, NULL, 'U' },
         { "reconnect", required_argument, NULL, 'c' },
         { "wait-resize", required_argument, NULL, 'W' },
         { "rw", required_argument, NULL, 'r' },

@@ -459,6 +459,8 @@ def ideal_suite(t, b):
     test_randrw(t, b, name, 'regrant per request', '--regrant')
     test_randrw(t, b, name, 'persistent + 4 queues + 16 pages',
                 '--persistent', '--queues', 4, '--ring-pages', 16)
+    test_randrw(t, b, name, 'the frontend polling for responses, 2 queues',
+                '--poll-us', 100, '--queues', 2, '--persistent')
     test_flush_discard(t, b, name)
     test_reconnect(t, b, name, '--queues', 2, '--ring-pages', 4,
                    '--indirect', 64)
@@ -549,6 +551,8 @@ def qemu_suite(t, b, name, binary, deviations, xs_deviations):
                 '(falls back)', '--queues', 4, '--indirect', 256,
                 '--persistent')
     test_randrw(t, b, name, 'regrant per request', '--regrant')
+    test_randrw(t, b, name, 'the frontend polling for responses',
+                '--poll-us', 100, '--queues', 2, '--persistent')
     test_flush_discard(t, b, name)
     test_reconnect(t, b, name, '--ring-pages', 4)
     test_single_errors(t, b, name)
