@@ -50,6 +50,13 @@
 #define IDEAL_MAX_SEGS          (XB_MAX_INDIRECT_PAGES * \
                                  XB_SEGS_PER_INDIRECT_PAGE)
 #define IDEAL_PGRANT_CAP        65536   /* persistent grants per queue */
+/*
+ * Requests taken off the ring per batch: the responses of one batch are
+ * published while the next is served, so a frontend that is looking for
+ * them sends new requests meanwhile instead of waiting for the whole ring
+ * (our QEMU publishes every 16 responses of a pass the same way).
+ */
+#define IDEAL_BATCH             16
 
 typedef struct IdealConfig {
     unsigned int fe_domid;
@@ -511,7 +518,7 @@ static bool take_batch(IdealQueue *q, unsigned int *n)
     if ((uint32_t)(prod - q->req_cons) > q->size) {
         return false;
     }
-    while (q->req_cons != prod && *n < q->size) {
+    while (q->req_cons != prod && *n < MIN(q->size, IDEAL_BATCH)) {
         IdealReq *r = &q->batch[*n];
 
         /* The one copy of the request; everything after uses it. */
