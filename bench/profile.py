@@ -131,6 +131,9 @@ def main():
     ap.add_argument('--iothread-opts', default=benchrun.QDISK_IOTHREAD_OPTS,
                     help='IOThread options, as bench/run.py (default: %s)'
                          % benchrun.QDISK_IOTHREAD_OPTS)
+    ap.add_argument('--front-poll-us', type=int, default=0,
+                    help='the frontend polls for responses this long '
+                    'before sleeping, as bench/run.py --front-poll-us')
     a = ap.parse_args()
     if a.compare:
         return compare(a.compare[0], a.compare[1], a.top)
@@ -153,7 +156,8 @@ def main():
         tmpfs_dir='/dev/shm/qxb-bench', disk_dir='/var/tmp/qxb-bench',
         disk_aio='io_uring,native,threads', no_iothread=False,
         ring_pages=16, indirect=256, no_persistent=False, guest_mem=512,
-        ideal_store=False, idle_wait=0, iothread_opts=a.iothread_opts)
+        ideal_store=False, idle_wait=0, iothread_opts=a.iothread_opts,
+        front_poll_us=a.front_poll_us)
     bench = benchrun.Bench(opts)
     if a.qemu_binary:
         xensim.QEMUS[a.backend] = os.path.abspath(a.qemu_binary)

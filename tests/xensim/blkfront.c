@@ -12,9 +12,9 @@
  */
 
 #include <errno.h>
-#include <sched.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
