@@ -2,6 +2,7 @@
 # The test suite: every layer, one summary.
 #
 #   tests/run.sh [LAYER...]      layers: unit coverage fuzz build asan
+#                                xensim conformance bench realxen
 #                                (default: all of them, in that order)
 #
 # Each test's output goes to build/test-logs/<test>.log.  Tests listed in
@@ -185,6 +186,16 @@ layer_conformance() {
     done
 }
 
+# The bench's tools still run (speed is measured on demand, never here):
+# one 1 s point per backend with its JSON and report checked, and a
+# one-second profile.
+layer_bench() {
+    run_test bench-setup bench/setup.sh
+    run_tap bench-selftest bench/run.py --selftest
+    run_test bench-profile-smoke bench/profile.sh 4k-randread-qd1 \
+        --seconds 1 --out "$XBLK_BUILD/bench-profile-smoke"
+}
+
 # The real-Xen bench: Xen under TCG, xl, a Linux domU's xen-blkfront.
 layer_realxen() {
     run_test realxen-artifacts tests/realxen/build-artifacts.sh
@@ -194,7 +205,7 @@ layer_realxen() {
 
 layers=("$@")
 [ ${#layers[@]} -gt 0 ] ||
-    layers=(unit coverage fuzz build asan xensim conformance realxen)
+    layers=(unit coverage fuzz build asan xensim conformance bench realxen)
 for layer in "${layers[@]}"; do
     echo "== $layer"
     start=$SECONDS
