@@ -150,14 +150,11 @@ def main():
     os.makedirs(out, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='qxb-profile-')
 
-    # bench/run.py's defaults, one point
-    opts = argparse.Namespace(
-        image_size=benchrun.parse_size('512M'),
-        tmpfs_dir='/dev/shm/qxb-bench', disk_dir='/var/tmp/qxb-bench',
-        disk_aio='io_uring,native,threads', no_iothread=False,
-        ring_pages=16, indirect=256, no_persistent=False, guest_mem=512,
-        ideal_store=False, idle_wait=0, iothread_opts=a.iothread_opts,
-        front_poll_us=a.front_poll_us)
+    # bench/run.py's own defaults, one point, no waiting for an idle machine
+    opts = benchrun.make_parser().parse_args([])
+    opts.idle_wait = 0
+    opts.iothread_opts = a.iothread_opts
+    opts.front_poll_us = a.front_poll_us
     bench = benchrun.Bench(opts)
     if a.qemu_binary:
         xensim.QEMUS[a.backend] = os.path.abspath(a.qemu_binary)

@@ -1404,7 +1404,8 @@ def ensure_chart_tools():
         log('bench/setup.sh failed: this run draws no charts')
 
 
-def main(argv=None):
+def make_parser():
+    """The bench's options; bench/profile.py takes its defaults from here."""
     ap = argparse.ArgumentParser(
         description='Bench our xen-disk against the stock QEMU and the ideal '
         'responder on xensim (see bench/README.md).')
@@ -1478,7 +1479,11 @@ def main(argv=None):
                     help='run our QEMU from the build folder (default: from '
                     'a private copy made at the start, so that a rebuild '
                     'during the run does not mix builds)')
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv=None):
+    a = make_parser().parse_args(argv)
 
     if a.list:
         for w in WORKLOADS:
