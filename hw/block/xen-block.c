@@ -816,14 +816,30 @@ static const Property xen_block_props[] = {
                        max_persistent_grants, 1056),
 };
 
+/*
+ * Where a xen-block device lives in xenstore: the directories libxl uses
+ * for qdisk disks (backend/qdisk/<domid>/<name>, device/vbd/<name>), and
+ * its name there, the vdev number (chosen when none was given).  xen-bus
+ * asks for the name first, before it makes the directories.
+ */
+static void xen_block_class_init_xenstore(XenDeviceClass *xdc)
+{
+    xdc->backend = "qdisk";
+    xdc->device = "vbd";
+    xdc->get_name = xen_block_xs_name;
+}
+
 static void xen_block_class_init(ObjectClass *oc, void *data)
 {
     XenDeviceClass *xdc = XEN_DEVICE_CLASS(oc);
 
-    /* The names xl and libxl use in xenstore: backend/qdisk, device/vbd */
-    xdc->backend = "qdisk";
-    xdc->device = "vbd";
-    xdc->get_name = xen_block_xs_name;
+    xen_block_class_init_xenstore(xdc);
+    /*
+     * The rest of the device's life, as xen-bus drives it from the main
+     * loop: realize once the directories exist (check the disk, write our
+     * features), frontend_changed on every frontend state change (connect
+     * the dataplane, or close it), unrealize last.
+     */
     xdc->realize = xen_block_dev_realize;
     xdc->frontend_changed = xen_block_dev_frontend_changed;
     xdc->unrealize = xen_block_dev_unrealize;
